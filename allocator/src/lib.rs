@@ -1,13 +1,44 @@
-//! memcg-alloc: the slab engine (temporary stub forwarding to the system allocator).
-use core::alloc::{GlobalAlloc, Layout};
+//! memcg-alloc: the slab engine of memcg.
+//!
+//! An allocation walks `lib` (this file: the `GlobalAlloc` face) -> `heap`
+//! (the thread's heap) -> `cache` (one thread, one group) -> `slab`; a free
+//! walks `lib` -> `segment` (mask and index) -> `slab`, and on to its owning
+//! thread's lists or its atomic remote list. Large blocks are direct
+//! mappings (`large`). Memory comes from `os` only; metadata from the
+//! allocator's own mappings (`meta_pool`), never from the global allocator.
+#![deny(unsafe_op_in_unsafe_fn)]
 
-/// The global allocator.
-pub struct SlabAlloc;
+mod atomic_stack;
+mod cache;
+mod heap;
+mod large;
+mod meta_pool;
+mod os;
+mod segment;
+mod size_class;
+mod slab;
+mod stats;
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::sync::atomic::Ordering;
+use segment::{Block, Segment, KIND_SMALL};
+use size_class::{class_for, class_of, MAX_SMALL};
+
+pub use stats::{alloc_stats, AllocStats};
+
+/// The allocator: install it with
+/// `#[global_allocator] static GLOBAL: memcg::SlabAlloc = memcg::SlabAlloc::new();`.
+///
+/// It holds no state itself (all state is per thread and per segment), so
+/// any number of instances share one heap per thread.
+pub struct SlabAlloc {
+    _private: (),
+}
 
 impl SlabAlloc {
     /// Creates the allocator; usable in a `static`.
     pub const fn new() -> Self {
-        SlabAlloc
+        SlabAlloc { _private: () }
     }
 }
 
@@ -17,43 +48,151 @@ impl Default for SlabAlloc {
     }
 }
 
-// SAFETY: stub forwarding to System.
-unsafe impl GlobalAlloc for SlabAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded contract.
-        unsafe { std::alloc::System.alloc(layout) }
+/// Allocates a block for any layout; null when it cannot be had.
+#[inline(never)]
+fn alloc_any(size: usize, align: usize, zero: bool) -> *mut u8 {
+    match class_for(size, align) {
+        Some(class) => {
+            let h = heap::current();
+            // SAFETY: `h` is this thread's heap or the placeholder, and
+            // `current` its cache; class < NUM_CLASSES.
+            unsafe {
+                if zero {
+                    cache::alloc_zeroed(h, (*h).current, class)
+                } else {
+                    cache::alloc(h, (*h).current, class)
+                }
+            }
+        }
+        None => large::alloc(size, align),
     }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded contract.
-        unsafe { std::alloc::System.dealloc(ptr, layout) }
-    }
 }
 
-/// Allocator-wide statistics, in bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AllocStats {
-    /// Bytes in live objects (size-class rounded) and live large blocks.
-    pub allocated: usize,
-    /// Bytes in slabs that hold at least one live object, plus large blocks.
-    pub active: usize,
-    /// Bytes of mapped memory not returned to the OS.
-    pub resident: usize,
-    /// Bytes mapped from the OS.
-    pub mapped: usize,
-}
-
-/// Allocator statistics now.
-pub fn alloc_stats() -> AllocStats {
-    AllocStats::default()
-}
-
-/// Returns empty slabs and segments to the OS now.
-pub fn purge() {}
-
-/// The usable size of a block returned by [`SlabAlloc`].
+/// Frees any block this allocator handed out.
 ///
 /// # Safety
-/// `ptr` must be a live block returned by the global [`SlabAlloc`].
-pub unsafe fn usable_size(_ptr: *const u8) -> usize {
-    0
+/// `ptr` is a live block of this allocator.
+#[inline(always)]
+unsafe fn free(ptr: *mut u8) {
+    let head = segment::head_of(ptr);
+    // SAFETY: every block lies in a segment or behind a large header, both
+    // mapped while the block lives.
+    unsafe {
+        if (*head).kind != KIND_SMALL {
+            return large::free(head.cast());
+        }
+        let seg = head.cast::<Segment>();
+        let s = segment::slab_of(seg, ptr);
+        let h = heap::current();
+        let b = ptr.cast::<Block>();
+        if (*seg).thread_id.load(Ordering::Relaxed) == h as usize {
+            (*b).next = (*s).free;
+            (*s).free = b;
+            (*s).used -= 1;
+            (*s).free_is_zero = false;
+            heap::add_allocated(h, -((*s).block_size as isize));
+            if (*s).used == 0 || (*s).in_full {
+                cache::local_free_slow(h, s);
+            }
+        } else {
+            remote_free(h, seg, s, b);
+        }
+    }
+}
+
+/// A free by a thread that does not own the slab.
+#[inline(never)]
+unsafe fn remote_free(h: *mut heap::Heap, seg: *mut Segment, s: *mut segment::Slab, b: *mut Block) {
+    // SAFETY: the block is live until pushed, so the slab and segment are;
+    // nothing of them is touched after the push.
+    unsafe {
+        let bytes = (*s).block_size as isize;
+        if !(*seg).has_remote.load(Ordering::Relaxed) {
+            (*seg).has_remote.store(true, Ordering::SeqCst);
+        }
+        slab::push_remote(s, b);
+        heap::note_freed_by(h, bytes);
+    }
+}
+
+// SAFETY: blocks are handed out once until freed, sized and aligned as the
+// layout asks (size classes and large mappings guarantee both), and the
+// allocator never unwinds (no code path here panics; failures return null).
+unsafe impl GlobalAlloc for SlabAlloc {
+    #[inline(always)]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let size = layout.size();
+        if layout.align() <= 8 && size <= MAX_SMALL {
+            let h = heap::current();
+            // SAFETY: as in `alloc_any`.
+            return unsafe { cache::alloc(h, (*h).current, class_of(size)) };
+        }
+        alloc_any(size, layout.align(), false)
+    }
+
+    #[inline(always)]
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        // SAFETY: the caller passes a live block of ours.
+        unsafe { free(ptr) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        alloc_any(layout.size(), layout.align(), true)
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller passes a live block of ours with its layout,
+        // and a new size that makes a valid layout with the same alignment.
+        unsafe {
+            let head = segment::head_of(ptr);
+            if (*head).kind == KIND_SMALL {
+                let s = segment::slab_of(head.cast(), ptr);
+                let bs = (*s).block_size as usize;
+                if new_size <= bs && new_size >= bs / 2 {
+                    return ptr;
+                }
+            } else if new_size > MAX_SMALL {
+                let p = large::realloc(head.cast(), new_size);
+                if !p.is_null() {
+                    return p;
+                }
+            }
+            let new = alloc_any(new_size, layout.align(), false);
+            if !new.is_null() {
+                core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                free(ptr);
+            }
+            new
+        }
+    }
+}
+
+/// Usable bytes of a live block (at least what was asked for).
+///
+/// # Safety
+/// `ptr` is a live block returned by [`SlabAlloc`].
+pub unsafe fn usable_size(ptr: *const u8) -> usize {
+    let ptr = ptr as *mut u8;
+    // SAFETY: as in `free`.
+    unsafe {
+        let head = segment::head_of(ptr);
+        if (*head).kind == KIND_SMALL {
+            (*segment::slab_of(head.cast(), ptr)).block_size as usize
+        } else {
+            large::usable(head.cast())
+        }
+    }
+}
+
+/// Gives free memory back to the OS now: this thread's empty slabs and
+/// free pages, abandoned threads' free memory, and unused segments. Other
+/// threads give back theirs at their next allocation slow path.
+pub fn purge() {
+    heap::purge_all();
+}
+
+/// Sets how long freed memory waits before its pages go back to the OS
+/// (default 10 ms); 0 gives them back at the next chance.
+pub fn set_purge_delay_ms(ms: u64) {
+    heap::set_purge_delay_ms(ms);
 }

@@ -1,0 +1,509 @@
+//! Thread heaps: each thread's segments and caches, thread start and exit,
+//! adoption of abandoned segments, and purging.
+//!
+//! A thread's heap pointer lives in a `const`-initialised thread local with
+//! no destructor, so reading it is one load; it starts at a placeholder heap
+//! whose caches are empty, so the first allocation falls into the slow path,
+//! which makes the real heap. Thread exit is caught by a pthread key
+//! destructor (registered on that slow path), which abandons the heap's
+//! segments for other threads to adopt.
+
+use crate::atomic_stack::Link;
+use crate::cache::{self, Cache};
+use crate::meta_pool::MetaPool;
+use crate::os;
+use crate::segment::{
+    self, Segment, Slab, ABANDONED, ABANDONED_SEGMENTS, HEADER_SLICES, SLICES, SLICE_SIZE,
+    SPAN_SLAB,
+};
+use crate::{slab, stats};
+use core::cell::Cell;
+use core::ptr::null_mut;
+use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+
+/// Free spans wait this long before their pages go back to the OS.
+static PURGE_DELAY_MS: AtomicU64 = AtomicU64::new(10);
+/// Bumped by [`purge_all`]; heaps that see it change purge everything.
+static PURGE_REQUESTS: AtomicU64 = AtomicU64::new(0);
+/// Every this many new slabs, look for remote frees in every segment even
+/// without a raised flag (a flag can be missed in a narrow race).
+const FULL_REMOTE_SCAN_EVERY: u32 = 64;
+
+/// A thread's heap.
+#[repr(C)]
+pub struct Heap {
+    pub link: Link,
+    /// Counted in statistics (a thread uses it).
+    pub live: AtomicBool,
+    /// Bytes allocated minus bytes freed by this thread; written by the
+    /// owner with plain load and store, read by statistics.
+    pub allocated: AtomicIsize,
+    /// The cache the fast path allocates from.
+    pub current: *mut Cache,
+    pub segments: *mut Segment,
+    pub has_dirty: bool,
+    pub next_purge_ms: u64,
+    pub purge_seen: u64,
+    pub new_slabs: u32,
+    /// The root group's cache.
+    pub root: Cache,
+}
+
+// SAFETY: the only shared heap is the immutable placeholder; real heaps are
+// used by their thread, and other threads read only the atomic fields.
+unsafe impl Sync for Heap {}
+
+static PLACEHOLDER_CACHE: Cache = Cache::EMPTY;
+static PLACEHOLDER: Heap = Heap {
+    link: Link {
+        next: core::sync::atomic::AtomicPtr::new(null_mut()),
+    },
+    live: AtomicBool::new(false),
+    allocated: AtomicIsize::new(0),
+    current: &PLACEHOLDER_CACHE as *const Cache as *mut Cache,
+    segments: null_mut(),
+    has_dirty: false,
+    next_purge_ms: 0,
+    purge_seen: 0,
+    new_slabs: 0,
+    root: Cache::EMPTY,
+};
+
+static HEAPS: MetaPool = MetaPool::new(core::mem::size_of::<Heap>());
+
+thread_local! {
+    static HEAP: Cell<*mut Heap> = const {
+        Cell::new(&PLACEHOLDER as *const Heap as *mut Heap)
+    };
+}
+
+/// The calling thread's heap, or the placeholder.
+#[inline(always)]
+pub fn current() -> *mut Heap {
+    HEAP.with(|h| h.get())
+}
+
+#[inline(always)]
+pub fn is_placeholder(h: *mut Heap) -> bool {
+    core::ptr::eq(h, &PLACEHOLDER)
+}
+
+/// Adds to the heap's allocated-bytes count (no read-modify-write: only the
+/// owner writes it).
+#[inline(always)]
+pub fn add_allocated(h: *mut Heap, delta: isize) {
+    // SAFETY: `h` is a live heap (callers hold it from `current`).
+    let a = unsafe { &(*h).allocated };
+    a.store(a.load(Ordering::Relaxed) + delta, Ordering::Relaxed);
+}
+
+/// Counts bytes freed by a thread that may have no heap.
+pub fn note_freed_by(h: *mut Heap, bytes: isize) {
+    if is_placeholder(h) {
+        stats::note_allocated_retired(-bytes);
+    } else {
+        add_allocated(h, -bytes);
+    }
+}
+
+/// Sum of the allocated counts of heaps in use.
+pub fn allocated_in_live_heaps() -> isize {
+    let mut sum = 0;
+    HEAPS.for_each_slot(|p| {
+        let h = p.cast::<Heap>();
+        // SAFETY: pool records are never unmapped; only atomics are read.
+        unsafe {
+            if (*h).live.load(Ordering::Acquire) {
+                sum += (*h).allocated.load(Ordering::Relaxed);
+            }
+        }
+    });
+    sum
+}
+
+// --- thread start and exit ---
+
+static KEY_STATE: AtomicUsize = AtomicUsize::new(0); // key + 1, 0 = unset
+
+fn exit_key() -> Option<libc::pthread_key_t> {
+    let k = KEY_STATE.load(Ordering::Acquire);
+    if k != 0 {
+        return Some((k - 1) as libc::pthread_key_t);
+    }
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out-pointer; the destructor is an extern "C"
+    // fn that never unwinds.
+    if unsafe { libc::pthread_key_create(&mut key, Some(on_thread_exit)) } != 0 {
+        return None;
+    }
+    match KEY_STATE.compare_exchange(0, key as usize + 1, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Some(key),
+        Err(won) => {
+            // SAFETY: our key was never used.
+            unsafe { libc::pthread_key_delete(key) };
+            Some((won - 1) as libc::pthread_key_t)
+        }
+    }
+}
+
+/// Makes the calling thread's heap; null when out of memory.
+#[cold]
+pub fn init_thread() -> *mut Heap {
+    if !os::page_size_ok() {
+        os::fatal("memcg: the allocator needs 4 KiB pages\n");
+    }
+    let h = HEAPS.alloc().cast::<Heap>();
+    if h.is_null() {
+        return null_mut();
+    }
+    // SAFETY: a pool record is ours until freed; we initialise every field.
+    unsafe {
+        core::ptr::write(
+            h,
+            Heap {
+                link: Link {
+                    next: core::sync::atomic::AtomicPtr::new(null_mut()),
+                },
+                live: AtomicBool::new(false),
+                allocated: AtomicIsize::new(0),
+                current: null_mut(),
+                segments: null_mut(),
+                has_dirty: false,
+                next_purge_ms: 0,
+                purge_seen: PURGE_REQUESTS.load(Ordering::Relaxed),
+                new_slabs: 0,
+                root: Cache::EMPTY,
+            },
+        );
+        (*h).root.heap = h;
+        (*h).current = &raw mut (*h).root;
+        (*h).live.store(true, Ordering::Release);
+        if let Some(key) = exit_key() {
+            libc::pthread_setspecific(key, h.cast());
+        }
+    }
+    HEAP.with(|c| c.set(h));
+    h
+}
+
+extern "C" fn on_thread_exit(p: *mut libc::c_void) {
+    let h = p.cast::<Heap>();
+    if h.is_null() {
+        return;
+    }
+    // Frees from later destructors now take the remote path; allocations
+    // make a fresh heap, which the key's next round tears down again.
+    HEAP.with(|c| c.set(&PLACEHOLDER as *const Heap as *mut Heap));
+    // SAFETY: `h` was this thread's heap and is no longer reachable from it.
+    unsafe { abandon(h) };
+}
+
+/// Gives up a heap: empty slabs and segments go back, the rest is abandoned
+/// for adoption, the record returns to the pool.
+unsafe fn abandon(h: *mut Heap) {
+    // SAFETY: the exiting thread owns the heap and its segments.
+    unsafe {
+        collect_remote_frees_all(h);
+        cache::release_empty_slabs(h, &raw mut (*h).root);
+        cache::detach_all(&raw mut (*h).root);
+        let mut seg = (*h).segments;
+        while !seg.is_null() {
+            let next = (*seg).next;
+            Segment::purge(seg, u64::MAX);
+            if Segment::is_unused(seg) {
+                Segment::destroy(seg);
+            } else {
+                (*seg).heap = null_mut();
+                (*seg).next = null_mut();
+                (*seg).prev = null_mut();
+                (*seg).thread_id.store(ABANDONED, Ordering::Release);
+                ABANDONED_SEGMENTS.push(seg.cast());
+            }
+            seg = next;
+        }
+        (*h).segments = null_mut();
+        stats::note_allocated_retired((*h).allocated.swap(0, Ordering::Relaxed));
+        (*h).live.store(false, Ordering::Release);
+        HEAPS.free(h.cast());
+    }
+}
+
+// --- segments and slabs ---
+
+unsafe fn link_segment(h: *mut Heap, seg: *mut Segment) {
+    // SAFETY: owner-only list edit.
+    unsafe {
+        (*seg).prev = null_mut();
+        (*seg).next = (*h).segments;
+        if !(*h).segments.is_null() {
+            (*(*h).segments).prev = seg;
+        }
+        (*h).segments = seg;
+    }
+}
+
+unsafe fn unlink_segment(h: *mut Heap, seg: *mut Segment) {
+    // SAFETY: owner-only list edit.
+    unsafe {
+        let (p, n) = ((*seg).prev, (*seg).next);
+        if p.is_null() {
+            (*h).segments = n;
+        } else {
+            (*p).next = n;
+        }
+        if !n.is_null() {
+            (*n).prev = p;
+        }
+    }
+}
+
+/// A span for a new slab of `class`; null when out of memory.
+///
+/// # Safety
+/// Owner thread only.
+pub unsafe fn new_slab(h: *mut Heap, class: usize) -> *mut Slab {
+    // SAFETY: owner-only access to the heap's segments.
+    unsafe {
+        maybe_purge(h);
+        let cl = &(*(*h).current).classes[class];
+        let count = slab::slices_for(class, cl.slabs);
+        let mut seg = (*h).segments;
+        while !seg.is_null() {
+            let d = Segment::alloc_span(seg, count);
+            if !d.is_null() {
+                return activated(d);
+            }
+            seg = (*seg).next;
+        }
+        for _ in 0..4 {
+            let seg = adopt_one(h);
+            if seg.is_null() {
+                break;
+            }
+            let d = Segment::alloc_span(seg, count);
+            if !d.is_null() {
+                return activated(d);
+            }
+        }
+        let seg = Segment::create(h);
+        if seg.is_null() {
+            return null_mut();
+        }
+        link_segment(h, seg);
+        activated(Segment::alloc_span(seg, count))
+    }
+}
+
+unsafe fn activated(d: *mut Slab) -> *mut Slab {
+    // SAFETY: `d` is a span just taken.
+    unsafe { stats::note_active(((*d).slice_count as usize * SLICE_SIZE) as isize) };
+    d
+}
+
+/// Gives an empty, unlinked slab's span back to its segment.
+///
+/// # Safety
+/// Owner thread only.
+pub unsafe fn release_slab(h: *mut Heap, s: *mut Slab) {
+    // SAFETY: the slab is in one of this heap's segments and empty.
+    unsafe {
+        let seg = segment::head_of((*s).start).cast::<Segment>();
+        stats::note_active(-(((*s).slice_count as usize * SLICE_SIZE) as isize));
+        Segment::free_span(seg, s, os::now_ms());
+        (*h).has_dirty = true;
+    }
+}
+
+/// Takes one abandoned segment into the heap; null when there is none.
+unsafe fn adopt_one(h: *mut Heap) -> *mut Segment {
+    let first = ABANDONED_SEGMENTS.take_all().cast::<Segment>();
+    if first.is_null() {
+        return null_mut();
+    }
+    // SAFETY: the taken list is ours alone; we keep the first segment and
+    // push the others back.
+    unsafe {
+        let mut rest = (*first)
+            .head
+            .link
+            .next
+            .load(Ordering::Relaxed)
+            .cast::<Segment>();
+        while !rest.is_null() {
+            let next = (*rest)
+                .head
+                .link
+                .next
+                .load(Ordering::Relaxed)
+                .cast::<Segment>();
+            ABANDONED_SEGMENTS.push(rest.cast());
+            rest = next;
+        }
+        adopt_segment(h, first);
+    }
+    first
+}
+
+/// Makes an abandoned segment this heap's: its slabs join the heap's caches,
+/// empty ones go back.
+unsafe fn adopt_segment(h: *mut Heap, seg: *mut Segment) {
+    // SAFETY: the segment was taken from the abandoned stack, so no other
+    // heap owns it; Acquire on the take made the previous owner's writes
+    // visible.
+    unsafe {
+        (*seg).heap = h;
+        (*seg).thread_id.store(h as usize, Ordering::Release);
+        (*seg).has_remote.store(false, Ordering::Relaxed);
+        link_segment(h, seg);
+        let now = os::now_ms();
+        let mut i = HEADER_SLICES;
+        while i < SLICES {
+            let d = Segment::desc(seg, i);
+            let n = (*d).slice_count as usize;
+            if (*d).state == SPAN_SLAB {
+                slab::collect_remote(d);
+                if (*d).used == 0 {
+                    stats::note_active(-((n * SLICE_SIZE) as isize));
+                    Segment::free_span(seg, d, now);
+                    (*h).has_dirty = true;
+                } else {
+                    cache::adopt_slab(&raw mut (*h).root, d);
+                }
+            }
+            // Freed spans may merge with neighbours; the slices after this
+            // span keep their boundaries (see `Segment::insert_free`).
+            i += n.max(1);
+        }
+    }
+}
+
+/// Collects remote frees in segments that flagged them (all segments every
+/// so often); returns whether any slab regained room.
+///
+/// # Safety
+/// Owner thread only.
+pub unsafe fn collect_remote_frees(h: *mut Heap) -> bool {
+    // SAFETY: owner-only.
+    unsafe {
+        (*h).new_slabs = (*h).new_slabs.wrapping_add(1);
+        let all = (*h).new_slabs % FULL_REMOTE_SCAN_EVERY == 0;
+        collect_in_segments(h, all)
+    }
+}
+
+unsafe fn collect_remote_frees_all(h: *mut Heap) -> bool {
+    // SAFETY: owner-only.
+    unsafe { collect_in_segments(h, true) }
+}
+
+unsafe fn collect_in_segments(h: *mut Heap, all: bool) -> bool {
+    let mut found = false;
+    // SAFETY: owner-only walk of this heap's segments and slabs.
+    unsafe {
+        let mut seg = (*h).segments;
+        while !seg.is_null() {
+            let next = (*seg).next;
+            let flagged = (*seg).has_remote.load(Ordering::Relaxed)
+                && (*seg).has_remote.swap(false, Ordering::SeqCst);
+            if flagged || all {
+                let mut i = HEADER_SLICES;
+                while i < SLICES {
+                    let d = Segment::desc(seg, i);
+                    // The span may be released below; read its end first.
+                    let end = i + ((*d).slice_count as usize).max(1);
+                    if (*d).state == SPAN_SLAB
+                        && !(*d).cache.is_null()
+                        && slab::collect_remote(d) > 0
+                    {
+                        found = true;
+                        cache::after_collect(h, d);
+                    }
+                    i = end;
+                }
+            }
+            seg = next;
+        }
+    }
+    found
+}
+
+// --- purging ---
+
+/// Sets how long free memory waits before it goes back to the OS.
+pub fn set_purge_delay_ms(ms: u64) {
+    PURGE_DELAY_MS.store(ms, Ordering::Relaxed);
+}
+
+/// How long free memory waits before it goes back to the OS.
+pub fn purge_delay_ms() -> u64 {
+    PURGE_DELAY_MS.load(Ordering::Relaxed)
+}
+
+unsafe fn maybe_purge(h: *mut Heap) {
+    // SAFETY: owner-only.
+    unsafe {
+        let requested = PURGE_REQUESTS.load(Ordering::Relaxed);
+        if requested != (*h).purge_seen {
+            (*h).purge_seen = requested;
+            purge_heap(h, u64::MAX);
+            return;
+        }
+        if !(*h).has_dirty {
+            return;
+        }
+        let now = os::now_ms();
+        if now < (*h).next_purge_ms {
+            return;
+        }
+        let delay = purge_delay_ms();
+        (*h).next_purge_ms = now + delay.max(1);
+        purge_heap(h, now.saturating_sub(delay));
+    }
+}
+
+/// Purges free spans freed at or before `older_than`, and unmaps segments
+/// left with no slab (keeping one when purging on a timer).
+unsafe fn purge_heap(h: *mut Heap, older_than: u64) {
+    // SAFETY: owner-only walk of this heap's segments.
+    unsafe {
+        let mut dirty = false;
+        let mut kept_unused = older_than != u64::MAX;
+        let mut seg = (*h).segments;
+        while !seg.is_null() {
+            let next = (*seg).next;
+            dirty |= Segment::purge(seg, older_than);
+            if Segment::is_unused(seg) && (*seg).resident == HEADER_SLICES * SLICE_SIZE {
+                if kept_unused {
+                    kept_unused = false;
+                } else {
+                    unlink_segment(h, seg);
+                    Segment::destroy(seg);
+                }
+            }
+            seg = next;
+        }
+        (*h).has_dirty = dirty;
+    }
+}
+
+/// Gives back everything free now: this thread's empty slabs and free
+/// pages, abandoned segments' free memory (adopting them), unused segments;
+/// other threads do the same at their next slow path.
+pub fn purge_all() {
+    let mut h = current();
+    if is_placeholder(h) {
+        h = init_thread();
+        if h.is_null() {
+            return;
+        }
+    }
+    PURGE_REQUESTS.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: `h` is this thread's heap.
+    unsafe {
+        (*h).purge_seen = PURGE_REQUESTS.load(Ordering::Relaxed);
+        while !adopt_one(h).is_null() {}
+        collect_remote_frees_all(h);
+        cache::release_empty_slabs(h, &raw mut (*h).root);
+        purge_heap(h, u64::MAX);
+    }
+}

@@ -1,0 +1,173 @@
+//! Large blocks: requests above the largest size class (or with alignment
+//! above a page) get a mapping of their own.
+//!
+//! The header sits on the segment-aligned first page of the mapping and the
+//! block after it, so a free finds the header with the same mask as a slab.
+//! Blocks aligned to a segment or more start on a segment boundary and keep
+//! their header on the page before (see `segment::head_of`).
+
+use crate::heap;
+use crate::os::{self, PAGE_SIZE};
+use crate::segment::{SegmentHead, KIND_LARGE, SEGMENT_SIZE};
+use crate::stats;
+use core::ptr::null_mut;
+
+/// The header of a large block.
+#[repr(C)]
+pub struct LargeBlock {
+    pub head: SegmentHead,
+    /// Length of the mapping, which starts at the header.
+    pub map_len: usize,
+    /// From the header to the block.
+    pub offset: usize,
+    pub align: usize,
+}
+
+fn round_page(n: usize) -> Option<usize> {
+    n.checked_add(PAGE_SIZE - 1).map(|v| v & !(PAGE_SIZE - 1))
+}
+
+fn note_mapping(delta: isize) {
+    stats::note_mapped(delta);
+    stats::note_resident(delta);
+    stats::note_active(delta);
+}
+
+/// Maps a large block (zeroed); null when it cannot be had.
+pub fn alloc(size: usize, align: usize) -> *mut u8 {
+    let Some(body) = round_page(size.max(1)) else {
+        return null_mut();
+    };
+    if body > isize::MAX as usize {
+        return null_mut();
+    }
+    let (hdr, offset) = if align < SEGMENT_SIZE {
+        let offset = align.max(PAGE_SIZE);
+        let Some(len) = body.checked_add(offset) else {
+            return null_mut();
+        };
+        let hdr = os::map_aligned(len, SEGMENT_SIZE);
+        if hdr.is_null() {
+            return null_mut();
+        }
+        (hdr, offset)
+    } else {
+        let Some(total) = body
+            .checked_add(align)
+            .and_then(|t| t.checked_add(PAGE_SIZE))
+        else {
+            return null_mut();
+        };
+        let base = os::map(total);
+        if base.is_null() {
+            return null_mut();
+        }
+        let start = base as usize;
+        let ptr = (start + PAGE_SIZE + align - 1) & !(align - 1);
+        let hdr = ptr - PAGE_SIZE;
+        let end = ptr + body;
+        // SAFETY: both trimmed ranges are page-aligned parts of the fresh
+        // mapping outside the kept header and block.
+        unsafe {
+            if hdr > start {
+                os::unmap(base, hdr - start);
+            }
+            if start + total > end {
+                os::unmap(end as *mut u8, start + total - end);
+            }
+        }
+        (hdr as *mut u8, PAGE_SIZE)
+    };
+    let map_len = offset + body;
+    let b = hdr.cast::<LargeBlock>();
+    // SAFETY: the header page is ours and freshly mapped.
+    unsafe {
+        (*b).head.kind = KIND_LARGE;
+        (*b).map_len = map_len;
+        (*b).offset = offset;
+        (*b).align = align;
+    }
+    note_mapping(map_len as isize);
+    count_allocated(body as isize);
+    // SAFETY: offset < map_len.
+    unsafe { hdr.add(offset) }
+}
+
+fn count_allocated(delta: isize) {
+    let h = heap::current();
+    if heap::is_placeholder(h) {
+        stats::note_allocated_retired(delta);
+    } else {
+        heap::add_allocated(h, delta);
+    }
+}
+
+/// Usable bytes of the block.
+///
+/// # Safety
+/// `b` is the header of a live large block.
+pub unsafe fn usable(b: *mut LargeBlock) -> usize {
+    // SAFETY: the caller guarantees a live header.
+    unsafe { (*b).map_len - (*b).offset }
+}
+
+/// Unmaps a large block.
+///
+/// # Safety
+/// `b` is the header of a live large block, not used after this.
+pub unsafe fn free(b: *mut LargeBlock) {
+    // SAFETY: the caller guarantees a live header; the mapping is the
+    // block's alone.
+    unsafe {
+        let len = (*b).map_len;
+        count_allocated(-(((*b).map_len - (*b).offset) as isize));
+        note_mapping(-(len as isize));
+        os::unmap(b.cast(), len);
+    }
+}
+
+/// Resizes in place or by moving the mapping (no copy); null when neither
+/// works, leaving the block as it was.
+///
+/// # Safety
+/// `b` is the header of a live large block.
+pub unsafe fn realloc(b: *mut LargeBlock, new_size: usize) -> *mut u8 {
+    // SAFETY: the caller guarantees a live header; remaps keep the contents.
+    unsafe {
+        let (old_len, offset) = ((*b).map_len, (*b).offset);
+        let Some(new_len) = round_page(new_size.max(1)).and_then(|n| n.checked_add(offset)) else {
+            return null_mut();
+        };
+        if new_len > isize::MAX as usize {
+            return null_mut();
+        }
+        let hdr = b.cast::<u8>();
+        if new_len == old_len {
+            return hdr.add(offset);
+        }
+        if new_len < old_len {
+            os::unmap(hdr.add(new_len), old_len - new_len);
+        } else if !os::remap_in_place(hdr, old_len, new_len) {
+            if (*b).align >= SEGMENT_SIZE {
+                return null_mut();
+            }
+            let dst = os::map_aligned(new_len, SEGMENT_SIZE);
+            if dst.is_null() {
+                return null_mut();
+            }
+            if !os::remap_to(hdr, old_len, new_len, dst) {
+                os::unmap(dst, new_len);
+                return null_mut();
+            }
+            let nb = dst.cast::<LargeBlock>();
+            (*nb).map_len = new_len;
+            note_mapping(new_len as isize - old_len as isize);
+            count_allocated(new_len as isize - old_len as isize);
+            return dst.add(offset);
+        }
+        (*b).map_len = new_len;
+        note_mapping(new_len as isize - old_len as isize);
+        count_allocated(new_len as isize - old_len as isize);
+        hdr.add(offset)
+    }
+}

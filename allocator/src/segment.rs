@@ -1,0 +1,388 @@
+//! Segments: aligned 4 MiB mappings cut into 16 KiB slices, with the slab
+//! descriptors in the header, so that `ptr -> slab` is a mask and an index.
+//!
+//! A segment belongs to one thread heap at a time (`thread_id`); only that
+//! thread changes its spans and slab lists. Other threads only push remote
+//! frees and raise `has_remote`. A segment with no heap is *abandoned*.
+//!
+//! Spans of slices are either a slab or free. A free span is *dirty* (its
+//! pages may be resident) or *clean* (never touched, or given back); spans
+//! of different dirtiness are not merged, so purging and resident-byte
+//! accounting stay exact per span.
+
+use crate::atomic_stack::{AtomicStack, Link};
+use crate::os::{self, PAGE_SIZE};
+use crate::stats;
+use core::ptr::null_mut;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+
+pub const SEGMENT_SHIFT: usize = 22;
+pub const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
+pub const SLICE_SHIFT: usize = 14;
+pub const SLICE_SIZE: usize = 1 << SLICE_SHIFT;
+pub const SLICES: usize = SEGMENT_SIZE / SLICE_SIZE;
+/// Slices taken by the segment header.
+pub const HEADER_SLICES: usize = (core::mem::size_of::<Segment>() + SLICE_SIZE - 1) / SLICE_SIZE;
+/// Slices available for slabs.
+pub const USABLE_SLICES: usize = SLICES - HEADER_SLICES;
+
+/// `thread_id` of an abandoned segment (never a heap address: heaps are
+/// 64-byte aligned).
+pub const ABANDONED: usize = 1;
+
+pub const KIND_SMALL: u8 = 1;
+pub const KIND_LARGE: u8 = 2;
+
+pub const SPAN_FREE: u8 = 0;
+pub const SPAN_SLAB: u8 = 1;
+
+/// A free block: its first word links to the next.
+#[repr(C)]
+pub struct Block {
+    pub next: *mut Block,
+}
+
+/// The start shared by small segments and large blocks: what a free reads
+/// first to tell them apart.
+#[repr(C)]
+pub struct SegmentHead {
+    /// Link in the abandoned-segment stack.
+    pub link: Link,
+    pub kind: u8,
+}
+
+/// The descriptor of one slice; the first slice of a span describes the span
+/// (a slab, or free space). Owner-thread fields are plain; fields other
+/// threads touch are atomic.
+#[repr(C)]
+pub struct Slab {
+    /// 0 on a span's first slice; on other slices the distance back to it.
+    pub slice_offset: u32,
+    /// Slices in the span (first slice only).
+    pub slice_count: u32,
+    pub state: u8,
+    /// Free span: pages may be resident.
+    pub dirty: bool,
+    /// Slab: on its cache's full list.
+    pub in_full: bool,
+    /// Slab: every block on `free` reads as zero but for its link word.
+    pub free_is_zero: bool,
+    /// Slab: the span was clean when the slab was made.
+    pub fresh: bool,
+    pub class: u8,
+    pub block_size: u32,
+    pub capacity: u32,
+    /// Blocks carved from the slab's memory so far (carving is lazy).
+    pub carved: u32,
+    /// Blocks out of the slab and not yet back on `free`.
+    pub used: u32,
+    pub start: *mut u8,
+    pub free: *mut Block,
+    /// Frees by other threads, collected by the owner.
+    pub remote: AtomicPtr<Block>,
+    /// The cache (one thread, one group) whose lists hold this slab.
+    pub cache: *mut crate::cache::Cache,
+    pub next: *mut Slab,
+    pub prev: *mut Slab,
+    /// Free span: when it became dirty (ms).
+    pub freed_at: u64,
+}
+
+// SAFETY: the only shared `Slab` is the immutable empty sentinel; other
+// descriptors live in segments and are reached through raw pointers.
+unsafe impl Sync for Slab {}
+
+impl Slab {
+    /// The sentinel at the head of an empty slab list: no free blocks, so
+    /// the allocation fast path falls through to the slow path without a
+    /// null check. Never written.
+    pub const EMPTY: Slab = Slab {
+        slice_offset: 0,
+        slice_count: 0,
+        state: SPAN_SLAB,
+        dirty: false,
+        in_full: false,
+        free_is_zero: false,
+        fresh: false,
+        class: 0,
+        block_size: 0,
+        capacity: 0,
+        carved: 0,
+        used: 0,
+        start: null_mut(),
+        free: null_mut(),
+        remote: AtomicPtr::new(null_mut()),
+        cache: null_mut(),
+        next: null_mut(),
+        prev: null_mut(),
+        freed_at: 0,
+    };
+}
+
+pub static EMPTY_SLAB: Slab = Slab::EMPTY;
+
+/// The sentinel as a list head.
+#[inline(always)]
+pub fn empty_slab() -> *mut Slab {
+    &EMPTY_SLAB as *const Slab as *mut Slab
+}
+
+/// A small-object segment.
+#[repr(C)]
+pub struct Segment {
+    pub head: SegmentHead,
+    /// The owning heap's address, or [`ABANDONED`].
+    pub thread_id: AtomicUsize,
+    /// Raised by remote frees so the owner knows to collect here.
+    pub has_remote: AtomicBool,
+    pub heap: *mut crate::heap::Heap,
+    pub next: *mut Segment,
+    pub prev: *mut Segment,
+    /// Slices in free spans.
+    pub free_slices: usize,
+    /// Bytes of this segment counted as resident.
+    pub resident: usize,
+    pub slabs: [Slab; SLICES],
+}
+
+/// Abandoned segments, waiting to be adopted.
+pub static ABANDONED_SEGMENTS: AtomicStack = AtomicStack::new();
+
+/// The segment (or large-block header) that `ptr` belongs to.
+#[inline(always)]
+pub fn head_of(ptr: *mut u8) -> *mut SegmentHead {
+    let p = ptr as usize;
+    if p & (SEGMENT_SIZE - 1) == 0 {
+        // Only large blocks aligned to a segment or more start on a segment
+        // boundary (slab memory never does: the header comes first); their
+        // header is the page before.
+        (p - PAGE_SIZE) as *mut SegmentHead
+    } else {
+        (p & !(SEGMENT_SIZE - 1)) as *mut SegmentHead
+    }
+}
+
+/// The slab holding `ptr` in segment `seg`.
+///
+/// # Safety
+/// `ptr` must point into a slab of `seg`.
+#[inline(always)]
+pub unsafe fn slab_of(seg: *mut Segment, ptr: *mut u8) -> *mut Slab {
+    let idx = (ptr as usize - seg as usize) >> SLICE_SHIFT;
+    // SAFETY: idx < SLICES since ptr is inside the segment; continuation
+    // slices of a slab hold the distance back to its first slice.
+    unsafe {
+        let d = (&raw mut (*seg).slabs).cast::<Slab>().add(idx);
+        d.sub((*d).slice_offset as usize)
+    }
+}
+
+impl Segment {
+    /// Maps and initialises a segment owned by `heap`; null when out of memory.
+    pub fn create(heap: *mut crate::heap::Heap) -> *mut Segment {
+        let mem = os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE);
+        if mem.is_null() {
+            return null_mut();
+        }
+        let seg = mem.cast::<Segment>();
+        let header_bytes = HEADER_SLICES * SLICE_SIZE;
+        stats::note_mapped(SEGMENT_SIZE as isize);
+        stats::note_resident(header_bytes as isize);
+        // SAFETY: fresh zeroed mapping of SEGMENT_SIZE bytes, owned here;
+        // all-zero is a valid bit pattern for every field but `kind`,
+        // `thread_id` and the spans set below.
+        unsafe {
+            (*seg).head.kind = KIND_SMALL;
+            (*seg).thread_id.store(heap as usize, Ordering::Relaxed);
+            (*seg).heap = heap;
+            (*seg).resident = header_bytes;
+            (*seg).free_slices = 0;
+            Self::make_free_span(seg, HEADER_SLICES, USABLE_SLICES, false, 0);
+        }
+        seg
+    }
+
+    /// Unmaps an all-free segment.
+    ///
+    /// # Safety
+    /// `seg` must be unlinked from every list and hold no slab.
+    pub unsafe fn destroy(seg: *mut Segment) {
+        // SAFETY: the caller guarantees nothing refers to the segment.
+        unsafe {
+            stats::note_resident(-((*seg).resident as isize));
+            stats::note_mapped(-(SEGMENT_SIZE as isize));
+            os::unmap(seg.cast(), SEGMENT_SIZE);
+        }
+    }
+
+    #[inline(always)]
+    pub unsafe fn desc(seg: *mut Segment, idx: usize) -> *mut Slab {
+        // SAFETY: the caller passes idx < SLICES.
+        unsafe { (&raw mut (*seg).slabs).cast::<Slab>().add(idx) }
+    }
+
+    /// The index of a descriptor within its segment.
+    #[inline(always)]
+    pub unsafe fn index_of(seg: *mut Segment, d: *mut Slab) -> usize {
+        (d as usize - seg as usize - core::mem::offset_of!(Segment, slabs))
+            / core::mem::size_of::<Slab>()
+    }
+
+    /// Marks slices `idx..idx+count` a free span.
+    unsafe fn make_free_span(seg: *mut Segment, idx: usize, count: usize, dirty: bool, at: u64) {
+        // SAFETY: the caller owns the segment and the slices are in range.
+        unsafe {
+            let d = Self::desc(seg, idx);
+            (*d).slice_offset = 0;
+            (*d).slice_count = count as u32;
+            (*d).state = SPAN_FREE;
+            (*d).dirty = dirty;
+            (*d).freed_at = at;
+            if count > 1 {
+                let last = Self::desc(seg, idx + count - 1);
+                (*last).slice_offset = (count - 1) as u32;
+            }
+            (*seg).free_slices += count;
+        }
+    }
+
+    /// Takes a span of `count` slices (first fit); null when none is free.
+    /// Returns the span's descriptor, whose `fresh` says whether its memory
+    /// is untouched zeros.
+    ///
+    /// # Safety
+    /// The calling thread must own `seg`.
+    pub unsafe fn alloc_span(seg: *mut Segment, count: usize) -> *mut Slab {
+        // SAFETY: owner-only access to the descriptors; indices stay below
+        // SLICES because spans tile the usable slices exactly.
+        unsafe {
+            if (*seg).free_slices < count {
+                return null_mut();
+            }
+            let mut i = HEADER_SLICES;
+            while i < SLICES {
+                let d = Self::desc(seg, i);
+                let n = (*d).slice_count as usize;
+                if (*d).state == SPAN_FREE && n >= count {
+                    let dirty = (*d).dirty;
+                    let at = (*d).freed_at;
+                    (*seg).free_slices -= n;
+                    if n > count {
+                        Self::make_free_span(seg, i + count, n - count, dirty, at);
+                    }
+                    (*d).slice_count = count as u32;
+                    (*d).state = SPAN_SLAB;
+                    (*d).fresh = !dirty;
+                    for k in 1..count {
+                        (*Self::desc(seg, i + k)).slice_offset = k as u32;
+                    }
+                    (*d).start = (seg as *mut u8).add(i * SLICE_SIZE);
+                    if !dirty {
+                        let bytes = count * SLICE_SIZE;
+                        (*seg).resident += bytes;
+                        stats::note_resident(bytes as isize);
+                    }
+                    return d;
+                }
+                i += n.max(1);
+            }
+            null_mut()
+        }
+    }
+
+    /// Gives a slab's span back as dirty free space, merging with dirty
+    /// neighbours.
+    ///
+    /// # Safety
+    /// The calling thread must own `seg`; `d` is a slab span of it with no
+    /// live block, unlinked from every list.
+    pub unsafe fn free_span(seg: *mut Segment, d: *mut Slab, now: u64) {
+        // SAFETY: owner-only access; neighbours are found through the span
+        // tiling (first slice counts, last slice offsets).
+        unsafe {
+            let idx = Self::index_of(seg, d);
+            let count = (*d).slice_count as usize;
+            Self::insert_free(seg, idx, count, true, now);
+        }
+    }
+
+    /// Adds slices `idx..idx+count` as a free span of the given dirtiness,
+    /// merged with neighbouring free spans of the same dirtiness.
+    unsafe fn insert_free(
+        seg: *mut Segment,
+        mut idx: usize,
+        mut count: usize,
+        dirty: bool,
+        at: u64,
+    ) -> usize {
+        // SAFETY: see `free_span`.
+        unsafe {
+            // Descriptors absorbed into a larger span keep stale counts but
+            // always read as free, so a walk that lands on one skips it.
+            (*Self::desc(seg, idx)).state = SPAN_FREE;
+            let end = idx + count;
+            if end < SLICES {
+                let nd = Self::desc(seg, end);
+                if (*nd).state == SPAN_FREE && (*nd).dirty == dirty {
+                    let n = (*nd).slice_count as usize;
+                    (*seg).free_slices -= n;
+                    count += n;
+                }
+            }
+            if idx > HEADER_SLICES {
+                let last = Self::desc(seg, idx - 1);
+                let pidx = idx - 1 - (*last).slice_offset as usize;
+                let pd = Self::desc(seg, pidx);
+                if (*pd).state == SPAN_FREE && (*pd).dirty == dirty {
+                    let n = (*pd).slice_count as usize;
+                    (*seg).free_slices -= n;
+                    idx = pidx;
+                    count += n;
+                }
+            }
+            Self::make_free_span(seg, idx, count, dirty, at);
+            idx + count
+        }
+    }
+
+    /// Gives back the pages of dirty free spans freed at or before
+    /// `older_than`; returns whether dirty spans remain.
+    ///
+    /// # Safety
+    /// The calling thread must own `seg`.
+    pub unsafe fn purge(seg: *mut Segment, older_than: u64) -> bool {
+        let mut remaining = false;
+        // SAFETY: owner-only access; a free span holds no live block.
+        unsafe {
+            let mut i = HEADER_SLICES;
+            while i < SLICES {
+                let d = Self::desc(seg, i);
+                let n = (*d).slice_count as usize;
+                if (*d).state == SPAN_FREE && (*d).dirty {
+                    if (*d).freed_at <= older_than {
+                        let bytes = n * SLICE_SIZE;
+                        os::decommit((seg as *mut u8).add(i * SLICE_SIZE), bytes);
+                        (*seg).resident -= bytes;
+                        stats::note_resident(-(bytes as isize));
+                        (*seg).free_slices -= n;
+                        // Continue after the merged (clean) span.
+                        i = Self::insert_free(seg, i, n, false, 0);
+                        continue;
+                    }
+                    remaining = true;
+                }
+                i += n.max(1);
+            }
+        }
+        remaining
+    }
+
+    /// Whether every usable slice is free.
+    ///
+    /// # Safety
+    /// The calling thread must own `seg`.
+    pub unsafe fn is_unused(seg: *mut Segment) -> bool {
+        // SAFETY: owner-only read.
+        unsafe { (*seg).free_slices == USABLE_SLICES }
+    }
+}

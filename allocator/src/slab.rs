@@ -1,0 +1,135 @@
+//! One slab: a span of slices cut into blocks of one size class, with a local
+//! free list (owner thread only) and an atomic list of remote frees.
+
+use crate::os::PAGE_SIZE;
+use crate::segment::{Block, Slab, SLICE_SIZE};
+use crate::size_class::class_size;
+use core::ptr::null_mut;
+use core::sync::atomic::Ordering;
+
+/// Most slices a slab spans.
+const MAX_SLAB_SLICES: usize = 32;
+
+/// How many slices the next slab of `class` spans when its cache already
+/// holds `live` slabs of it: small first (one slice for small blocks), then
+/// doubling while demand lasts, so a group that allocates little wastes
+/// little and a busy one gets fewer, larger slabs. Always room for 8 blocks
+/// (4 for the largest classes).
+pub fn slices_for(class: usize, live: u32) -> usize {
+    let size = class_size(class);
+    let min_for_blocks = (size * 8).div_ceil(SLICE_SIZE);
+    let growth = 1usize << live.min(2);
+    growth.max(min_for_blocks).min(MAX_SLAB_SLICES)
+}
+
+/// Makes the span `d` a slab of `class` for `cache`.
+///
+/// # Safety
+/// `d` is a span descriptor just taken by the calling (owner) thread.
+pub unsafe fn init(d: *mut Slab, class: usize, cache: *mut crate::cache::Cache) {
+    let bs = class_size(class);
+    // SAFETY: the caller owns the fresh span descriptor.
+    unsafe {
+        let bytes = (*d).slice_count as usize * SLICE_SIZE;
+        (*d).class = class as u8;
+        (*d).block_size = bs as u32;
+        (*d).capacity = (bytes / bs) as u32;
+        (*d).carved = 0;
+        (*d).used = 0;
+        (*d).free = null_mut();
+        (*d).free_is_zero = false;
+        (*d).in_full = false;
+        (*d).remote.store(null_mut(), Ordering::Relaxed);
+        (*d).cache = cache;
+        (*d).next = null_mut();
+        (*d).prev = null_mut();
+    }
+}
+
+/// Carves the next batch of never-used blocks onto the (empty) free list;
+/// returns false when the slab is fully carved.
+///
+/// # Safety
+/// Owner thread only; `free` must be empty.
+pub unsafe fn carve(s: *mut Slab) -> bool {
+    // SAFETY: owner-only; blocks carved lie inside the slab's span.
+    unsafe {
+        let left = (*s).capacity - (*s).carved;
+        if left == 0 {
+            return false;
+        }
+        let bs = (*s).block_size as usize;
+        let n = ((PAGE_SIZE / bs).max(4) as u32).min(left);
+        let first = (*s).start.add((*s).carved as usize * bs);
+        let mut p = first;
+        for _ in 1..n {
+            let next = p.add(bs);
+            (*p.cast::<Block>()).next = next.cast();
+            p = next;
+        }
+        (*p.cast::<Block>()).next = null_mut();
+        (*s).free = first.cast();
+        (*s).carved += n;
+        (*s).free_is_zero = (*s).fresh;
+        true
+    }
+}
+
+/// Moves remote frees to the local free list; returns how many.
+///
+/// # Safety
+/// Owner thread only.
+pub unsafe fn collect_remote(s: *mut Slab) -> u32 {
+    // SAFETY: owner-only for the plain fields; the swap takes the remote
+    // list whole, and Acquire pairs with the freers' Release pushes.
+    unsafe {
+        if (*s).remote.load(Ordering::Relaxed).is_null() {
+            return 0;
+        }
+        let head = (*s).remote.swap(null_mut(), Ordering::Acquire);
+        let mut n = 1;
+        let mut tail = head;
+        while !(*tail).next.is_null() {
+            tail = (*tail).next;
+            n += 1;
+        }
+        (*tail).next = (*s).free;
+        (*s).free = head;
+        (*s).used -= n;
+        (*s).free_is_zero = false;
+        n
+    }
+}
+
+/// Pushes a block freed by a thread that does not own the slab.
+///
+/// # Safety
+/// `b` is a live block of `s`; nothing of the slab may be touched after this
+/// returns (its owner may release it at once).
+#[inline]
+pub unsafe fn push_remote(s: *mut Slab, b: *mut Block) {
+    // SAFETY: the slab outlives its live block `b`, which we still hold
+    // until the CAS publishes it.
+    unsafe {
+        let mut head = (*s).remote.load(Ordering::Relaxed);
+        loop {
+            (*b).next = head;
+            match (*s)
+                .remote
+                .compare_exchange_weak(head, b, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(h) => head = h,
+            }
+        }
+    }
+}
+
+/// Whether the slab can hand out a block without new memory.
+///
+/// # Safety
+/// Owner thread only.
+pub unsafe fn has_room(s: *mut Slab) -> bool {
+    // SAFETY: owner-only read.
+    unsafe { !(*s).free.is_null() || (*s).carved < (*s).capacity }
+}

@@ -1,0 +1,72 @@
+//! Allocator-wide statistics (what jemalloc's `stats.*` give).
+//!
+//! Mapped, resident and active bytes move on slow paths only (slab and
+//! segment changes), so they are global atomics. Allocated bytes move on
+//! every allocation, so each thread heap keeps its own count and the total
+//! is summed on demand.
+
+use core::fmt;
+use core::sync::atomic::{AtomicIsize, Ordering};
+
+static MAPPED: AtomicIsize = AtomicIsize::new(0);
+static RESIDENT: AtomicIsize = AtomicIsize::new(0);
+static ACTIVE: AtomicIsize = AtomicIsize::new(0);
+/// Allocated bytes of heaps that have exited, and of frees by threads with
+/// no heap.
+static ALLOCATED_RETIRED: AtomicIsize = AtomicIsize::new(0);
+
+pub fn note_mapped(delta: isize) {
+    MAPPED.fetch_add(delta, Ordering::Relaxed);
+}
+pub fn note_resident(delta: isize) {
+    RESIDENT.fetch_add(delta, Ordering::Relaxed);
+}
+pub fn note_active(delta: isize) {
+    ACTIVE.fetch_add(delta, Ordering::Relaxed);
+}
+pub fn note_allocated_retired(delta: isize) {
+    ALLOCATED_RETIRED.fetch_add(delta, Ordering::Relaxed);
+}
+
+/// Allocator-wide statistics, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocStats {
+    /// Bytes in live blocks: the size class of each small block, the
+    /// page-rounded size of each large one.
+    pub allocated: usize,
+    /// Bytes in slabs in use (holding or ready to hand out blocks) plus large
+    /// blocks: what `allocated` needs, with its fragmentation.
+    pub active: usize,
+    /// Bytes of mapped memory that may be backed by physical pages: active
+    /// memory, free memory not yet purged, and the allocator's headers.
+    pub resident: usize,
+    /// Bytes mapped from the OS, including the allocator's own metadata.
+    pub mapped: usize,
+}
+
+fn clamp(v: isize) -> usize {
+    v.max(0) as usize
+}
+
+/// The allocator's statistics now. Counts held by other threads are read
+/// without stopping them, so figures taken while threads allocate are
+/// approximate; at rest they are exact.
+pub fn alloc_stats() -> AllocStats {
+    let allocated =
+        ALLOCATED_RETIRED.load(Ordering::Relaxed) + crate::heap::allocated_in_live_heaps();
+    AllocStats {
+        allocated: clamp(allocated),
+        active: clamp(ACTIVE.load(Ordering::Relaxed)),
+        resident: clamp(RESIDENT.load(Ordering::Relaxed)),
+        mapped: clamp(MAPPED.load(Ordering::Relaxed)),
+    }
+}
+
+impl fmt::Display for AllocStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "allocated {}", self.allocated)?;
+        writeln!(f, "active {}", self.active)?;
+        writeln!(f, "resident {}", self.resident)?;
+        write!(f, "mapped {}", self.mapped)
+    }
+}
