@@ -4,7 +4,7 @@
 //! Only the owning thread touches a cache.
 
 use crate::heap::{self, Heap};
-use crate::segment::{empty_slab, Slab};
+use crate::segment::{empty_slab, Slab, LIST_FULL, LIST_HEAD, LIST_PARTIAL};
 use crate::size_class::NUM_CLASSES;
 use crate::slab;
 use core::ptr::null_mut;
@@ -156,7 +156,7 @@ pub unsafe fn local_free_slow(heap: *mut Heap, s: *mut Slab) {
         let cl = (&raw mut (*cache).classes)
             .cast::<ClassList>()
             .add((*s).class as usize);
-        if (*s).in_full {
+        if (*s).list == LIST_FULL {
             unlink_full(cl, s);
             push_partial_second(cl, s);
         }
@@ -232,7 +232,7 @@ pub unsafe fn detach_all(cache: *mut Cache) {
                 while s != empty_slab() && !s.is_null() {
                     let next = (*s).next;
                     (*s).cache = null_mut();
-                    (*s).in_full = false;
+                    (*s).list = LIST_PARTIAL;
                     (*s).next = null_mut();
                     (*s).prev = null_mut();
                     s = next;
@@ -267,6 +267,22 @@ pub unsafe fn adopt_slab(cache: *mut Cache, s: *mut Slab) {
 
 // --- list plumbing (owner thread only) ---
 
+/// Makes `s` (or the empty sentinel) the allocation head, keeping the
+/// slabs' `list` marks right.
+unsafe fn set_head(cl: *mut ClassList, s: *mut Slab) {
+    // SAFETY: owner-only; the sentinel is never written.
+    unsafe {
+        let old = (*cl).head;
+        if old != empty_slab() && old != s && (*old).list == LIST_HEAD {
+            (*old).list = LIST_PARTIAL;
+        }
+        if s != empty_slab() {
+            (*s).list = LIST_HEAD;
+        }
+        (*cl).head = s;
+    }
+}
+
 unsafe fn push_partial_front(cl: *mut ClassList, s: *mut Slab) {
     // SAFETY: owner-only list edit.
     unsafe {
@@ -276,7 +292,7 @@ unsafe fn push_partial_front(cl: *mut ClassList, s: *mut Slab) {
         if h != empty_slab() {
             (*h).prev = s;
         }
-        (*cl).head = s;
+        set_head(cl, s);
     }
 }
 
@@ -292,6 +308,7 @@ unsafe fn push_partial_second(cl: *mut ClassList, s: *mut Slab) {
         let n = (*h).next;
         (*s).prev = h;
         (*s).next = n;
+        (*s).list = LIST_PARTIAL;
         if !n.is_null() {
             (*n).prev = s;
         }
@@ -304,7 +321,7 @@ unsafe fn unlink_partial(cl: *mut ClassList, s: *mut Slab) {
     unsafe {
         let (p, n) = ((*s).prev, (*s).next);
         if p.is_null() {
-            (*cl).head = if n.is_null() { empty_slab() } else { n };
+            set_head(cl, if n.is_null() { empty_slab() } else { n });
         } else {
             (*p).next = n;
         }
@@ -313,6 +330,7 @@ unsafe fn unlink_partial(cl: *mut ClassList, s: *mut Slab) {
         }
         (*s).next = null_mut();
         (*s).prev = null_mut();
+        (*s).list = LIST_PARTIAL;
     }
 }
 
@@ -326,7 +344,7 @@ unsafe fn push_full(cl: *mut ClassList, s: *mut Slab) {
             (*h).prev = s;
         }
         (*cl).full = s;
-        (*s).in_full = true;
+        (*s).list = LIST_FULL;
     }
 }
 
@@ -344,6 +362,6 @@ unsafe fn unlink_full(cl: *mut ClassList, s: *mut Slab) {
         }
         (*s).next = null_mut();
         (*s).prev = null_mut();
-        (*s).in_full = false;
+        (*s).list = LIST_PARTIAL;
     }
 }

@@ -21,7 +21,7 @@ mod stats;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::Ordering;
-use segment::{Block, Segment, KIND_SMALL};
+use segment::{Block, Segment, KIND_SMALL, LIST_FULL, LIST_HEAD};
 use size_class::{class_for, class_of, MAX_SMALL};
 
 pub use stats::{alloc_stats, AllocStats};
@@ -91,7 +91,10 @@ unsafe fn free(ptr: *mut u8) {
             (*s).used -= 1;
             (*s).free_is_zero = false;
             heap::add_allocated(h, -((*s).block_size as isize));
-            if (*s).used == 0 || (*s).in_full {
+            // Slow only for a full slab, or an emptied one that is not the
+            // allocation head (an empty head is kept for the next alloc).
+            let list = (*s).list;
+            if list == LIST_FULL || ((*s).used == 0 && list != LIST_HEAD) {
                 cache::local_free_slow(h, s);
             }
         } else {

@@ -17,6 +17,8 @@ pub fn page_size_ok() -> bool {
 }
 
 /// Maps `size` bytes of fresh zeroed read-write memory; null on failure.
+/// No `MAP_NORESERVE`: the kernel's overcommit check then refuses requests
+/// no machine could back, so they fail here instead of faulting later.
 pub fn map(size: usize) -> *mut u8 {
     if size == 0 || size > isize::MAX as usize {
         return null_mut();
@@ -28,7 +30,7 @@ pub fn map(size: usize) -> *mut u8 {
             null_mut(),
             size,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
             0,
         )

@@ -22,7 +22,7 @@ pub const SLICE_SHIFT: usize = 14;
 pub const SLICE_SIZE: usize = 1 << SLICE_SHIFT;
 pub const SLICES: usize = SEGMENT_SIZE / SLICE_SIZE;
 /// Slices taken by the segment header.
-pub const HEADER_SLICES: usize = (core::mem::size_of::<Segment>() + SLICE_SIZE - 1) / SLICE_SIZE;
+pub const HEADER_SLICES: usize = core::mem::size_of::<Segment>().div_ceil(SLICE_SIZE);
 /// Slices available for slabs.
 pub const USABLE_SLICES: usize = SLICES - HEADER_SLICES;
 
@@ -32,6 +32,13 @@ pub const ABANDONED: usize = 1;
 
 pub const KIND_SMALL: u8 = 1;
 pub const KIND_LARGE: u8 = 2;
+
+/// A slab on its class's list of slabs with room, not at its head.
+pub const LIST_PARTIAL: u8 = 0;
+/// The slab the fast path allocates from.
+pub const LIST_HEAD: u8 = 1;
+/// A slab on its class's full list.
+pub const LIST_FULL: u8 = 2;
 
 pub const SPAN_FREE: u8 = 0;
 pub const SPAN_SLAB: u8 = 1;
@@ -63,8 +70,10 @@ pub struct Slab {
     pub state: u8,
     /// Free span: pages may be resident.
     pub dirty: bool,
-    /// Slab: on its cache's full list.
-    pub in_full: bool,
+    /// Slab: which list of its cache holds it ([`LIST_PARTIAL`],
+    /// [`LIST_HEAD`] or [`LIST_FULL`]), so a free can tell in one load
+    /// whether it needs the slow path.
+    pub list: u8,
     /// Slab: every block on `free` reads as zero but for its link word.
     pub free_is_zero: bool,
     /// Slab: the span was clean when the slab was made.
@@ -92,34 +101,30 @@ pub struct Slab {
 // descriptors live in segments and are reached through raw pointers.
 unsafe impl Sync for Slab {}
 
-impl Slab {
-    /// The sentinel at the head of an empty slab list: no free blocks, so
-    /// the allocation fast path falls through to the slow path without a
-    /// null check. Never written.
-    pub const EMPTY: Slab = Slab {
-        slice_offset: 0,
-        slice_count: 0,
-        state: SPAN_SLAB,
-        dirty: false,
-        in_full: false,
-        free_is_zero: false,
-        fresh: false,
-        class: 0,
-        block_size: 0,
-        capacity: 0,
-        carved: 0,
-        used: 0,
-        start: null_mut(),
-        free: null_mut(),
-        remote: AtomicPtr::new(null_mut()),
-        cache: null_mut(),
-        next: null_mut(),
-        prev: null_mut(),
-        freed_at: 0,
-    };
-}
-
-pub static EMPTY_SLAB: Slab = Slab::EMPTY;
+/// The sentinel at the head of an empty slab list: no free blocks, so the
+/// allocation fast path falls through to the slow path without a null
+/// check. Never written.
+pub static EMPTY_SLAB: Slab = Slab {
+    slice_offset: 0,
+    slice_count: 0,
+    state: SPAN_SLAB,
+    dirty: false,
+    list: LIST_PARTIAL,
+    free_is_zero: false,
+    fresh: false,
+    class: 0,
+    block_size: 0,
+    capacity: 0,
+    carved: 0,
+    used: 0,
+    start: null_mut(),
+    free: null_mut(),
+    remote: AtomicPtr::new(null_mut()),
+    cache: null_mut(),
+    next: null_mut(),
+    prev: null_mut(),
+    freed_at: 0,
+};
 
 /// The sentinel as a list head.
 #[inline(always)]

@@ -29,7 +29,7 @@ const fn compute_class(size: usize) -> usize {
         if size == 0 {
             0
         } else {
-            (size + 7) / 8 - 1
+            size.div_ceil(8) - 1
         }
     } else {
         let s = size - 1;

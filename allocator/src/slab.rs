@@ -2,7 +2,7 @@
 //! free list (owner thread only) and an atomic list of remote frees.
 
 use crate::os::PAGE_SIZE;
-use crate::segment::{Block, Slab, SLICE_SIZE};
+use crate::segment::{Block, Slab, LIST_PARTIAL, SLICE_SIZE};
 use crate::size_class::class_size;
 use core::ptr::null_mut;
 use core::sync::atomic::Ordering;
@@ -38,7 +38,7 @@ pub unsafe fn init(d: *mut Slab, class: usize, cache: *mut crate::cache::Cache) 
         (*d).used = 0;
         (*d).free = null_mut();
         (*d).free_is_zero = false;
-        (*d).in_full = false;
+        (*d).list = LIST_PARTIAL;
         (*d).remote.store(null_mut(), Ordering::Relaxed);
         (*d).cache = cache;
         (*d).next = null_mut();
