@@ -15,7 +15,11 @@ fn fill(v: &mut [u8], seed: u8) {
 
 fn check(v: &[u8], seed: u8) {
     for (i, b) in v.iter().enumerate() {
-        assert_eq!(*b, seed.wrapping_add(i as u8), "byte {i} of a block from seed {seed}");
+        assert_eq!(
+            *b,
+            seed.wrapping_add(i as u8),
+            "byte {i} of a block from seed {seed}"
+        );
     }
 }
 
@@ -90,7 +94,10 @@ fn frees_and_allocations_after_heap_teardown_are_correct() {
     let mut key: libc::pthread_key_t = 0;
     // SAFETY: valid out-pointer; the destructor never unwinds across C
     // (assertion failures would abort the process, failing the test).
-    assert_eq!(unsafe { libc::pthread_key_create(&mut key, Some(late_destructor)) }, 0);
+    assert_eq!(
+        unsafe { libc::pthread_key_create(&mut key, Some(late_destructor)) },
+        0
+    );
     let threads: Vec<_> = (0..8)
         .map(|_| {
             std::thread::spawn(move || {

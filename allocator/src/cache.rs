@@ -1,13 +1,35 @@
 //! One (thread, group) cache: per size class, a list of slabs with room
-//! (its head is where the fast path allocates) and a list of full slabs.
+//! (its head is where the fast path allocates) and a list of full slabs,
+//! plus the group's byte *reserve* on this thread.
 //!
-//! Only the owning thread touches a cache.
+//! The reserve is charged to the group in batches, so the fast path only
+//! subtracts from a thread-local number; near a limit a refill takes just
+//! what the allocation needs, so limits stay exact within the other
+//! threads' reserves. Only the owning thread touches a cache (statistics
+//! read `reserve` and `live`, which are atomics written with plain stores).
 
+use crate::atomic_stack::Link;
+use crate::group::{ChargeMode, GroupNode};
 use crate::heap::{self, Heap};
-use crate::segment::{empty_slab, Slab, LIST_FULL, LIST_HEAD, LIST_PARTIAL};
-use crate::size_class::NUM_CLASSES;
+use crate::meta_pool::MetaPool;
+use crate::segment::{empty_slab, Slab, LIST_FULL, LIST_HEAD, LIST_ORPHAN, LIST_PARTIAL};
+use crate::size_class::{class_size, NUM_CLASSES};
 use crate::slab;
 use core::ptr::null_mut;
+use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicUsize, Ordering};
+
+/// Bytes a reserve refill asks for beyond the allocation at hand.
+static RESERVE_BATCH: AtomicUsize = AtomicUsize::new(32 * 1024);
+
+/// Sets the reserve batch (bytes); reaches every cache at its next refill.
+pub fn set_reserve_batch(bytes: usize) {
+    RESERVE_BATCH.store(bytes, Ordering::Relaxed);
+}
+
+/// The reserve batch (bytes).
+pub fn reserve_batch() -> usize {
+    RESERVE_BATCH.load(Ordering::Relaxed)
+}
 
 /// The slabs of one size class in one cache.
 #[repr(C)]
@@ -23,18 +45,40 @@ pub struct ClassList {
 /// See the module docs.
 #[repr(C)]
 pub struct Cache {
+    pub link: Link,
+    /// Bytes charged to `node` and not yet handed out on this thread.
+    pub reserve: AtomicIsize,
+    /// Above this, frees hand the excess reserve back.
+    pub reserve_high: isize,
     pub heap: *mut Heap,
+    /// The group this cache charges (holds a reference).
+    pub node: *mut GroupNode,
+    /// Counted in statistics.
+    pub live: AtomicBool,
+    /// The heap's other caches.
+    pub next: *mut Cache,
     pub classes: [ClassList; NUM_CLASSES],
 }
 
 // SAFETY: the only shared `Cache` is the immutable one of the placeholder
-// heap; real caches are reached through their owning thread's heap.
+// heap; real caches are reached through their owning thread's heap, and
+// other threads read only the atomics.
 unsafe impl Sync for Cache {}
 
+pub static CACHES: MetaPool = MetaPool::new(core::mem::size_of::<Cache>());
+
 impl Cache {
-    /// A cache with no slabs.
+    /// A cache with no slabs and no reserve.
     pub const EMPTY: Cache = Cache {
+        link: Link {
+            next: AtomicPtr::new(null_mut()),
+        },
+        reserve: AtomicIsize::new(0),
+        reserve_high: 0,
         heap: null_mut(),
+        node: null_mut(),
+        live: AtomicBool::new(false),
+        next: null_mut(),
         classes: [const {
             ClassList {
                 head: &crate::segment::EMPTY_SLAB as *const Slab as *mut Slab,
@@ -43,6 +87,40 @@ impl Cache {
             }
         }; NUM_CLASSES],
     };
+
+    /// Makes `c` an empty live cache of `heap` for `node` (taking a
+    /// reference on it).
+    ///
+    /// # Safety
+    /// `c` is memory for a cache owned by the caller; `node` is live.
+    pub unsafe fn init(c: *mut Cache, heap: *mut Heap, node: *mut GroupNode) {
+        // SAFETY: the caller owns `c`; the node is live.
+        unsafe {
+            core::ptr::write(c, Cache::EMPTY);
+            (*c).heap = heap;
+            (*c).node = node;
+            (*c).reserve_high = 2 * reserve_batch() as isize;
+            (*node).acquire();
+            (*c).live.store(true, Ordering::Release);
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn class_list(cache: *mut Cache, class: usize) -> *mut ClassList {
+    // SAFETY: the caller passes class < NUM_CLASSES.
+    unsafe { (&raw mut (*cache).classes).cast::<ClassList>().add(class) }
+}
+
+/// Adds to the reserve (plain store: only the owner writes it).
+#[inline(always)]
+pub unsafe fn add_reserve(cache: *mut Cache, delta: isize) -> isize {
+    // SAFETY: owner-only write.
+    unsafe {
+        let r = (*cache).reserve.load(Ordering::Relaxed) + delta;
+        (*cache).reserve.store(r, Ordering::Relaxed);
+        r
+    }
 }
 
 /// Allocates a block of `class`: the fast path.
@@ -56,14 +134,16 @@ pub unsafe fn alloc(heap: *mut Heap, cache: *mut Cache, class: usize) -> *mut u8
     // placeholder's head is the empty sentinel, whose `free` is null, so it
     // is never written.
     unsafe {
-        let cl = (&raw mut (*cache).classes).cast::<ClassList>().add(class);
-        let s = (*cl).head;
+        let s = (*class_list(cache, class)).head;
         let b = (*s).free;
         if !b.is_null() {
-            (*s).free = (*b).next;
-            (*s).used += 1;
-            heap::add_allocated(heap, (*s).block_size as isize);
-            return b.cast();
+            let r = (*cache).reserve.load(Ordering::Relaxed) - (*s).block_size as isize;
+            if r >= 0 {
+                (*cache).reserve.store(r, Ordering::Relaxed);
+                (*s).free = (*b).next;
+                (*s).used += 1;
+                return b.cast();
+            }
         }
         alloc_slow(heap, cache, class).0
     }
@@ -76,23 +156,12 @@ pub unsafe fn alloc(heap: *mut Heap, cache: *mut Cache, class: usize) -> *mut u8
 pub unsafe fn alloc_zeroed(heap: *mut Heap, cache: *mut Cache, class: usize) -> *mut u8 {
     // SAFETY: as in `alloc`; the block is ours to write once popped.
     unsafe {
-        let cl = (&raw mut (*cache).classes).cast::<ClassList>().add(class);
-        let s = (*cl).head;
-        let b = (*s).free;
-        let (p, zero) = if !b.is_null() {
-            let zero = (*s).free_is_zero;
-            (*s).free = (*b).next;
-            (*s).used += 1;
-            heap::add_allocated(heap, (*s).block_size as isize);
-            (b.cast::<u8>(), zero)
-        } else {
-            alloc_slow(heap, cache, class)
-        };
+        let (p, zero) = alloc_slow(heap, cache, class);
         if !p.is_null() {
             let len = if zero {
                 core::mem::size_of::<usize>()
             } else {
-                crate::size_class::class_size(class)
+                class_size(class)
             };
             core::ptr::write_bytes(p, 0, len);
         }
@@ -100,8 +169,52 @@ pub unsafe fn alloc_zeroed(heap: *mut Heap, cache: *mut Cache, class: usize) -> 
     }
 }
 
-/// The slow path: refill the head slab, move on to the next, or make a new
-/// one. Returns the block and whether it reads as zero past its first word.
+/// Charges the group for at least `need` more bytes of reserve: a batch
+/// when the limits allow, else exactly what is needed. False when denied.
+#[inline(never)]
+unsafe fn refill(heap: *mut Heap, cache: *mut Cache, need: isize) -> bool {
+    // SAFETY: owner-only; the cache's node is live (the cache holds it).
+    unsafe {
+        let r = (*cache).reserve.load(Ordering::Relaxed);
+        let deficit = (need - r).max(0) as usize;
+        let batch = reserve_batch();
+        let node = (*cache).node;
+        if GroupNode::charge(node, deficit + batch, true, ChargeMode::Probe).is_ok() {
+            add_reserve(cache, (deficit + batch) as isize);
+            return true;
+        }
+        let mode = if (*heap).fallible > 0 {
+            ChargeMode::Fallible
+        } else {
+            ChargeMode::Normal
+        };
+        if GroupNode::charge(node, deficit, true, mode).is_ok() {
+            add_reserve(cache, deficit as isize);
+            return true;
+        }
+        false
+    }
+}
+
+/// Hands the reserve above one batch back to the group.
+///
+/// # Safety
+/// Owner thread only.
+#[inline(never)]
+pub unsafe fn trim_reserve(cache: *mut Cache, keep: isize) {
+    // SAFETY: owner-only; the node is live.
+    unsafe {
+        let r = (*cache).reserve.load(Ordering::Relaxed);
+        if r > keep {
+            add_reserve(cache, keep - r);
+            GroupNode::uncharge((*cache).node, (r - keep) as usize, true);
+        }
+    }
+}
+
+/// The slow path: charge the reserve, refill the head slab, move on to the
+/// next, or make a new one. Returns the block and whether it reads as zero
+/// past its first word.
 #[inline(never)]
 unsafe fn alloc_slow(heap: *mut Heap, cache: *mut Cache, class: usize) -> (*mut u8, bool) {
     // SAFETY: owner-only access to the thread's heap, cache and slabs.
@@ -113,7 +226,11 @@ unsafe fn alloc_slow(heap: *mut Heap, cache: *mut Cache, class: usize) -> (*mut 
             }
             return alloc_slow(h, (*h).current, class);
         }
-        let cl = (&raw mut (*cache).classes).cast::<ClassList>().add(class);
+        let bs = class_size(class) as isize;
+        if (*cache).reserve.load(Ordering::Relaxed) < bs && !refill(heap, cache, bs) {
+            return (null_mut(), false);
+        }
+        let cl = class_list(cache, class);
         loop {
             let s = (*cl).head;
             if s != empty_slab() {
@@ -127,7 +244,7 @@ unsafe fn alloc_slow(heap: *mut Heap, cache: *mut Cache, class: usize) -> (*mut 
                 let zero = (*s).free_is_zero;
                 (*s).free = (*b).next;
                 (*s).used += 1;
-                heap::add_allocated(heap, (*s).block_size as isize);
+                add_reserve(cache, -bs);
                 return (b.cast(), zero);
             }
             if heap::collect_remote_frees(heap) && (*cl).head != empty_slab() {
@@ -144,18 +261,54 @@ unsafe fn alloc_slow(heap: *mut Heap, cache: *mut Cache, class: usize) -> (*mut 
     }
 }
 
-/// A local free that left a slab empty or found it on the full list.
+/// A local free whose slab is full, orphaned, or emptied (and not the
+/// allocation head); the block is already on the slab's free list.
 ///
 /// # Safety
-/// Owner thread only; `s` is a slab of this thread with a cache.
+/// Owner thread only; `s` is a slab in one of this thread's segments.
 #[inline(never)]
 pub unsafe fn local_free_slow(heap: *mut Heap, s: *mut Slab) {
     // SAFETY: owner-only access to the slab and its cache's lists.
     unsafe {
+        let bs = (*s).block_size as usize;
         let cache = (*s).cache;
-        let cl = (&raw mut (*cache).classes)
-            .cast::<ClassList>()
-            .add((*s).class as usize);
+        if cache.is_null() {
+            GroupNode::uncharge((*s).owner, bs, true);
+        } else {
+            credit(cache, bs as isize);
+        }
+        after_free(heap, s);
+    }
+}
+
+/// Returns freed bytes to a cache's reserve, trimming a swollen one.
+#[inline(always)]
+pub unsafe fn credit(cache: *mut Cache, bytes: isize) {
+    // SAFETY: owner-only.
+    unsafe {
+        if add_reserve(cache, bytes) > (*cache).reserve_high {
+            trim_reserve(cache, reserve_batch() as isize);
+        }
+    }
+}
+
+/// Blocks came back to a slab (a local free, or collected remote frees):
+/// move it between lists and give it back when empty (unless it is its
+/// cache's allocation head).
+///
+/// # Safety
+/// Owner thread only.
+pub unsafe fn after_free(heap: *mut Heap, s: *mut Slab) {
+    // SAFETY: owner-only access to the slab and its cache's lists.
+    unsafe {
+        let cache = (*s).cache;
+        if cache.is_null() {
+            if (*s).used == 0 {
+                heap::release_slab(heap, s);
+            }
+            return;
+        }
+        let cl = class_list(cache, (*s).class as usize);
         if (*s).list == LIST_FULL {
             unlink_full(cl, s);
             push_partial_second(cl, s);
@@ -164,16 +317,6 @@ pub unsafe fn local_free_slow(heap: *mut Heap, s: *mut Slab) {
             release(heap, cl, s);
         }
     }
-}
-
-/// Collected remote frees changed a slab's state: move it between lists
-/// and give it back when empty (unless it is the allocation head).
-///
-/// # Safety
-/// Owner thread only.
-pub unsafe fn after_collect(heap: *mut Heap, s: *mut Slab) {
-    // SAFETY: as in `local_free_slow`.
-    unsafe { local_free_slow(heap, s) }
 }
 
 /// Unlinks an empty slab and gives its span back to the segment.
@@ -187,7 +330,7 @@ unsafe fn release(heap: *mut Heap, cl: *mut ClassList, s: *mut Slab) {
 }
 
 /// Gives back every empty slab of the cache, heads included; used by purge
-/// and thread exit.
+/// and when a cache is dropped.
 ///
 /// # Safety
 /// Owner thread only.
@@ -195,7 +338,7 @@ pub unsafe fn release_empty_slabs(heap: *mut Heap, cache: *mut Cache) {
     // SAFETY: owner-only walk of the cache's lists.
     unsafe {
         for class in 0..NUM_CLASSES {
-            let cl = (&raw mut (*cache).classes).cast::<ClassList>().add(class);
+            let cl = class_list(cache, class);
             let mut s = (*cl).full;
             while !s.is_null() {
                 let next = (*s).next;
@@ -218,21 +361,24 @@ pub unsafe fn release_empty_slabs(heap: *mut Heap, cache: *mut Cache) {
     }
 }
 
-/// Detaches every slab from the cache (they stay in their segments, which
-/// the caller abandons); the cache is left empty.
+/// Empties a cache: its reserve goes back to the group, empty slabs to the
+/// segments, and the rest become orphans that go back with their last
+/// block. The cache keeps its node reference (the caller drops it).
 ///
 /// # Safety
-/// Owner thread only; call after [`release_empty_slabs`].
-pub unsafe fn detach_all(cache: *mut Cache) {
+/// Owner thread only.
+pub unsafe fn empty_out(heap: *mut Heap, cache: *mut Cache) {
     // SAFETY: owner-only walk of the cache's lists.
     unsafe {
+        trim_reserve(cache, 0);
+        release_empty_slabs(heap, cache);
         for class in 0..NUM_CLASSES {
-            let cl = (&raw mut (*cache).classes).cast::<ClassList>().add(class);
+            let cl = class_list(cache, class);
             for mut s in [(*cl).head, (*cl).full] {
                 while s != empty_slab() && !s.is_null() {
                     let next = (*s).next;
                     (*s).cache = null_mut();
-                    (*s).list = LIST_PARTIAL;
+                    (*s).list = LIST_ORPHAN;
                     (*s).next = null_mut();
                     (*s).prev = null_mut();
                     s = next;
@@ -245,16 +391,15 @@ pub unsafe fn detach_all(cache: *mut Cache) {
     }
 }
 
-/// Takes an adopted slab into the cache.
+/// Takes a slab with live blocks into the cache (adoption).
 ///
 /// # Safety
-/// Owner thread only; `s` has live blocks and no cache.
+/// Owner thread only; `s` has live blocks, no cache, and charges `cache`'s
+/// group.
 pub unsafe fn adopt_slab(cache: *mut Cache, s: *mut Slab) {
     // SAFETY: owner-only.
     unsafe {
-        let cl = (&raw mut (*cache).classes)
-            .cast::<ClassList>()
-            .add((*s).class as usize);
+        let cl = class_list(cache, (*s).class as usize);
         (*s).cache = cache;
         (*cl).slabs += 1;
         if slab::has_room(s) {

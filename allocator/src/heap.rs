@@ -10,16 +10,17 @@
 
 use crate::atomic_stack::Link;
 use crate::cache::{self, Cache};
+use crate::group::{self, GroupNode};
 use crate::meta_pool::MetaPool;
 use crate::os;
 use crate::segment::{
-    self, Segment, Slab, ABANDONED, ABANDONED_SEGMENTS, HEADER_SLICES, SLICES, SLICE_SIZE,
-    SPAN_SLAB,
+    self, Segment, Slab, ABANDONED, ABANDONED_SEGMENTS, HEADER_SLICES, LIST_ORPHAN, SLICES,
+    SLICE_SIZE, SPAN_SLAB,
 };
 use crate::{slab, stats};
 use core::cell::Cell;
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Free spans wait this long before their pages go back to the OS.
 static PURGE_DELAY_MS: AtomicU64 = AtomicU64::new(10);
@@ -35,11 +36,14 @@ pub struct Heap {
     pub link: Link,
     /// Counted in statistics (a thread uses it).
     pub live: AtomicBool,
-    /// Bytes allocated minus bytes freed by this thread; written by the
-    /// owner with plain load and store, read by statistics.
-    pub allocated: AtomicIsize,
     /// The cache the fast path allocates from.
     pub current: *mut Cache,
+    /// Caches of groups other than the root.
+    pub caches: *mut Cache,
+    /// Nesting depth of `fallible` sections: over-limit charges fail.
+    pub fallible: u32,
+    /// The group death epoch this heap last swept its caches at.
+    pub death_seen: u64,
     pub segments: *mut Segment,
     pub has_dirty: bool,
     pub next_purge_ms: u64,
@@ -59,8 +63,10 @@ static PLACEHOLDER: Heap = Heap {
         next: core::sync::atomic::AtomicPtr::new(null_mut()),
     },
     live: AtomicBool::new(false),
-    allocated: AtomicIsize::new(0),
     current: &PLACEHOLDER_CACHE as *const Cache as *mut Cache,
+    caches: null_mut(),
+    fallible: 0,
+    death_seen: 0,
     segments: null_mut(),
     has_dirty: false,
     next_purge_ms: 0,
@@ -88,33 +94,24 @@ pub fn is_placeholder(h: *mut Heap) -> bool {
     core::ptr::eq(h, &PLACEHOLDER)
 }
 
-/// Adds to the heap's allocated-bytes count (no read-modify-write: only the
-/// owner writes it).
-#[inline(always)]
-pub fn add_allocated(h: *mut Heap, delta: isize) {
-    // SAFETY: `h` is a live heap (callers hold it from `current`).
-    let a = unsafe { &(*h).allocated };
-    a.store(a.load(Ordering::Relaxed) + delta, Ordering::Relaxed);
-}
-
-/// Counts bytes freed by a thread that may have no heap.
-pub fn note_freed_by(h: *mut Heap, bytes: isize) {
-    if is_placeholder(h) {
-        stats::note_allocated_retired(-bytes);
-    } else {
-        add_allocated(h, -bytes);
-    }
-}
-
-/// Sum of the allocated counts of heaps in use.
-pub fn allocated_in_live_heaps() -> isize {
+/// Bytes held in reserves of live caches (charged, not handed out).
+pub fn reserves_in_live_caches() -> isize {
     let mut sum = 0;
     HEAPS.for_each_slot(|p| {
         let h = p.cast::<Heap>();
         // SAFETY: pool records are never unmapped; only atomics are read.
         unsafe {
             if (*h).live.load(Ordering::Acquire) {
-                sum += (*h).allocated.load(Ordering::Relaxed);
+                sum += (*h).root.reserve.load(Ordering::Relaxed);
+            }
+        }
+    });
+    cache::CACHES.for_each_slot(|p| {
+        let c = p.cast::<Cache>();
+        // SAFETY: as above.
+        unsafe {
+            if (*c).live.load(Ordering::Acquire) {
+                sum += (*c).reserve.load(Ordering::Relaxed);
             }
         }
     });
@@ -165,8 +162,10 @@ pub fn init_thread() -> *mut Heap {
                     next: core::sync::atomic::AtomicPtr::new(null_mut()),
                 },
                 live: AtomicBool::new(false),
-                allocated: AtomicIsize::new(0),
                 current: null_mut(),
+                caches: null_mut(),
+                fallible: 0,
+                death_seen: group::DEATH_EPOCH.load(Ordering::Acquire),
                 segments: null_mut(),
                 has_dirty: false,
                 next_purge_ms: 0,
@@ -175,7 +174,7 @@ pub fn init_thread() -> *mut Heap {
                 root: Cache::EMPTY,
             },
         );
-        (*h).root.heap = h;
+        Cache::init(&raw mut (*h).root, h, group::root());
         (*h).current = &raw mut (*h).root;
         (*h).live.store(true, Ordering::Release);
         if let Some(key) = exit_key() {
@@ -204,8 +203,11 @@ unsafe fn abandon(h: *mut Heap) {
     // SAFETY: the exiting thread owns the heap and its segments.
     unsafe {
         collect_remote_frees_all(h);
-        cache::release_empty_slabs(h, &raw mut (*h).root);
-        cache::detach_all(&raw mut (*h).root);
+        while !(*h).caches.is_null() {
+            drop_cache(h, (*h).caches);
+        }
+        cache::empty_out(h, &raw mut (*h).root);
+        (*h).root.live.store(false, Ordering::Release);
         let mut seg = (*h).segments;
         while !seg.is_null() {
             let next = (*seg).next;
@@ -222,7 +224,6 @@ unsafe fn abandon(h: *mut Heap) {
             seg = next;
         }
         (*h).segments = null_mut();
-        stats::note_allocated_retired((*h).allocated.swap(0, Ordering::Relaxed));
         (*h).live.store(false, Ordering::Release);
         HEAPS.free(h.cast());
     }
@@ -265,6 +266,7 @@ pub unsafe fn new_slab(h: *mut Heap, class: usize) -> *mut Slab {
     // SAFETY: owner-only access to the heap's segments.
     unsafe {
         maybe_purge(h);
+        sweep_dead_caches(h);
         let cl = &(*(*h).current).classes[class];
         let count = slab::slices_for(class, cl.slabs);
         let mut seg = (*h).segments;
@@ -308,9 +310,13 @@ pub unsafe fn release_slab(h: *mut Heap, s: *mut Slab) {
     // SAFETY: the slab is in one of this heap's segments and empty.
     unsafe {
         let seg = segment::head_of((*s).start).cast::<Segment>();
-        stats::note_active(-(((*s).slice_count as usize * SLICE_SIZE) as isize));
+        let bytes = (*s).slice_count as usize * SLICE_SIZE;
+        let owner = (*s).owner;
+        stats::note_active(-(bytes as isize));
+        (*owner).note_slab((*s).class as usize, bytes, false);
         Segment::free_span(seg, s, os::now_ms());
         (*h).has_dirty = true;
+        GroupNode::release(owner);
     }
 }
 
@@ -355,7 +361,6 @@ unsafe fn adopt_segment(h: *mut Heap, seg: *mut Segment) {
         (*seg).thread_id.store(h as usize, Ordering::Release);
         (*seg).has_remote.store(false, Ordering::Relaxed);
         link_segment(h, seg);
-        let now = os::now_ms();
         let mut i = HEADER_SLICES;
         while i < SLICES {
             let d = Segment::desc(seg, i);
@@ -363,11 +368,19 @@ unsafe fn adopt_segment(h: *mut Heap, seg: *mut Segment) {
             if (*d).state == SPAN_SLAB {
                 slab::collect_remote(d);
                 if (*d).used == 0 {
-                    stats::note_active(-((n * SLICE_SIZE) as isize));
-                    Segment::free_span(seg, d, now);
-                    (*h).has_dirty = true;
+                    release_slab(h, d);
                 } else {
-                    cache::adopt_slab(&raw mut (*h).root, d);
+                    let c = if (*(*d).owner).is_dead() {
+                        null_mut()
+                    } else {
+                        cache_for(h, (*d).owner)
+                    };
+                    if c.is_null() {
+                        (*d).cache = null_mut();
+                        (*d).list = LIST_ORPHAN;
+                    } else {
+                        cache::adopt_slab(c, d);
+                    }
                 }
             }
             // Freed spans may merge with neighbours; the slices after this
@@ -411,12 +424,9 @@ unsafe fn collect_in_segments(h: *mut Heap, all: bool) -> bool {
                     let d = Segment::desc(seg, i);
                     // The span may be released below; read its end first.
                     let end = i + ((*d).slice_count as usize).max(1);
-                    if (*d).state == SPAN_SLAB
-                        && !(*d).cache.is_null()
-                        && slab::collect_remote(d) > 0
-                    {
+                    if (*d).state == SPAN_SLAB && slab::collect_remote(d) > 0 {
                         found = true;
-                        cache::after_collect(h, d);
+                        cache::after_free(h, d);
                     }
                     i = end;
                 }
@@ -503,7 +513,174 @@ pub fn purge_all() {
         (*h).purge_seen = PURGE_REQUESTS.load(Ordering::Relaxed);
         while !adopt_one(h).is_null() {}
         collect_remote_frees_all(h);
+        sweep_dead_caches(h);
         cache::release_empty_slabs(h, &raw mut (*h).root);
+        let mut c = (*h).caches;
+        while !c.is_null() {
+            cache::release_empty_slabs(h, c);
+            c = (*c).next;
+        }
         purge_heap(h, u64::MAX);
+    }
+}
+
+// --- groups: the thread's caches ---
+
+/// This thread's heap, made if needed; null when out of memory.
+pub fn current_or_init() -> *mut Heap {
+    let h = current();
+    if is_placeholder(h) {
+        init_thread()
+    } else {
+        h
+    }
+}
+
+/// The heap's cache for `node`, made if needed; null when out of memory.
+///
+/// # Safety
+/// Owner thread only; `node` is live.
+pub unsafe fn cache_for(h: *mut Heap, node: *mut GroupNode) -> *mut Cache {
+    // SAFETY: owner-only walk and edit of the heap's cache list.
+    unsafe {
+        if node == group::root() {
+            return &raw mut (*h).root;
+        }
+        let mut prev: *mut Cache = null_mut();
+        let mut c = (*h).caches;
+        while !c.is_null() {
+            if (*c).node == node {
+                if !prev.is_null() {
+                    // Move to front: the groups a thread switches between
+                    // stay near the start.
+                    (*prev).next = (*c).next;
+                    (*c).next = (*h).caches;
+                    (*h).caches = c;
+                }
+                return c;
+            }
+            prev = c;
+            c = (*c).next;
+        }
+        let c = cache::CACHES.alloc().cast::<Cache>();
+        if c.is_null() {
+            return null_mut();
+        }
+        Cache::init(c, h, node);
+        (*c).next = (*h).caches;
+        (*h).caches = c;
+        c
+    }
+}
+
+/// Points the thread's allocations at `node`'s cache; returns false (and
+/// changes nothing) when out of memory.
+///
+/// # Safety
+/// `node` is live and stays live while it is current.
+pub unsafe fn set_current(node: *mut GroupNode) -> bool {
+    let h = current_or_init();
+    if h.is_null() {
+        return false;
+    }
+    // SAFETY: `h` is this thread's heap.
+    unsafe {
+        if (*(*h).current).node == node {
+            return true;
+        }
+        sweep_dead_caches(h);
+        let c = cache_for(h, node);
+        if c.is_null() {
+            return false;
+        }
+        (*h).current = c;
+    }
+    true
+}
+
+/// The group the thread allocates in.
+pub fn current_node() -> *mut GroupNode {
+    let h = current();
+    if is_placeholder(h) {
+        return group::root();
+    }
+    // SAFETY: `h` is this thread's heap; its current cache is live.
+    unsafe { (*(*h).current).node }
+}
+
+/// Enters or leaves a `fallible` section.
+pub fn adjust_fallible(enter: bool) {
+    let h = current_or_init();
+    if h.is_null() {
+        return;
+    }
+    // SAFETY: `h` is this thread's heap.
+    unsafe {
+        if enter {
+            (*h).fallible += 1;
+        } else {
+            (*h).fallible = (*h).fallible.saturating_sub(1);
+        }
+    }
+}
+
+/// Hands every reserve of this thread back to its group.
+pub fn flush() {
+    let h = current();
+    if is_placeholder(h) {
+        return;
+    }
+    // SAFETY: `h` is this thread's heap.
+    unsafe {
+        cache::trim_reserve(&raw mut (*h).root, 0);
+        let mut c = (*h).caches;
+        while !c.is_null() {
+            cache::trim_reserve(c, 0);
+            c = (*c).next;
+        }
+        sweep_dead_caches(h);
+    }
+}
+
+/// Drops the caches of groups that died since the last sweep.
+///
+/// # Safety
+/// Owner thread only.
+pub unsafe fn sweep_dead_caches(h: *mut Heap) {
+    let epoch = group::DEATH_EPOCH.load(Ordering::Acquire);
+    // SAFETY: owner-only walk of the heap's caches.
+    unsafe {
+        if epoch == (*h).death_seen {
+            return;
+        }
+        (*h).death_seen = epoch;
+        let mut c = (*h).caches;
+        while !c.is_null() {
+            let next = (*c).next;
+            if (*(*c).node).is_dead() && c != (*h).current {
+                drop_cache(h, c);
+            }
+            c = next;
+        }
+    }
+}
+
+/// Empties a cache, unlinks it and drops its node reference.
+unsafe fn drop_cache(h: *mut Heap, c: *mut Cache) {
+    // SAFETY: owner-only; `c` is on the heap's list.
+    unsafe {
+        cache::empty_out(h, c);
+        let mut p = &raw mut (*h).caches;
+        while *p != c {
+            p = &raw mut (**p).next;
+        }
+        *p = (*c).next;
+        if (*h).current == c {
+            (*h).current = &raw mut (*h).root;
+        }
+        (*c).live.store(false, Ordering::Release);
+        let node = (*c).node;
+        cache::CACHES.free(c.cast());
+        GroupNode::release(node);
     }
 }

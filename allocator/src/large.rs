@@ -6,6 +6,7 @@
 //! Blocks aligned to a segment or more start on a segment boundary and keep
 //! their header on the page before (see `segment::head_of`).
 
+use crate::group::{ChargeMode, GroupNode};
 use crate::heap;
 use crate::os::{self, PAGE_SIZE};
 use crate::segment::{SegmentHead, KIND_LARGE, SEGMENT_SIZE};
@@ -21,6 +22,8 @@ pub struct LargeBlock {
     /// From the header to the block.
     pub offset: usize,
     pub align: usize,
+    /// The group charged for the block (holds a reference).
+    pub node: *mut GroupNode,
 }
 
 fn round_page(n: usize) -> Option<usize> {
@@ -33,7 +36,30 @@ fn note_mapping(delta: isize) {
     stats::note_active(delta);
 }
 
-/// Maps a large block (zeroed); null when it cannot be had.
+/// Charges the calling thread's group for `bytes` of large blocks; the
+/// group to hold a reference on, or null when denied.
+fn charge(bytes: usize) -> *mut GroupNode {
+    let h = heap::current_or_init();
+    if h.is_null() {
+        return null_mut();
+    }
+    // SAFETY: `h` is this thread's heap; its current node is live.
+    unsafe {
+        let node = (*(*h).current).node;
+        let mode = if (*h).fallible > 0 {
+            ChargeMode::Fallible
+        } else {
+            ChargeMode::Normal
+        };
+        if GroupNode::charge(node, bytes, false, mode).is_err() {
+            return null_mut();
+        }
+        node
+    }
+}
+
+/// Maps a large block (zeroed); null when it cannot be had or a limit
+/// denies it.
 pub fn alloc(size: usize, align: usize) -> *mut u8 {
     let Some(body) = round_page(size.max(1)) else {
         return null_mut();
@@ -41,6 +67,29 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     if body > isize::MAX as usize {
         return null_mut();
     }
+    let node = charge(body);
+    if node.is_null() {
+        return null_mut();
+    }
+    let p = map_block(body, align);
+    // SAFETY: `node` was just charged and is live (the thread is in it).
+    unsafe {
+        if p.is_null() {
+            GroupNode::uncharge(node, body, false);
+        } else {
+            (*node).acquire();
+            (*head_of_block(p)).node = node;
+        }
+    }
+    p
+}
+
+fn head_of_block(p: *mut u8) -> *mut LargeBlock {
+    crate::segment::head_of(p).cast()
+}
+
+/// Maps the block and writes its header (but the node).
+fn map_block(body: usize, align: usize) -> *mut u8 {
     let (hdr, offset) = if align < SEGMENT_SIZE {
         let offset = align.max(PAGE_SIZE);
         let Some(len) = body.checked_add(offset) else {
@@ -88,18 +137,8 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
         (*b).align = align;
     }
     note_mapping(map_len as isize);
-    count_allocated(body as isize);
     // SAFETY: offset < map_len.
     unsafe { hdr.add(offset) }
-}
-
-fn count_allocated(delta: isize) {
-    let h = heap::current();
-    if heap::is_placeholder(h) {
-        stats::note_allocated_retired(delta);
-    } else {
-        heap::add_allocated(h, delta);
-    }
 }
 
 /// Usable bytes of the block.
@@ -120,9 +159,11 @@ pub unsafe fn free(b: *mut LargeBlock) {
     // block's alone.
     unsafe {
         let len = (*b).map_len;
-        count_allocated(-(((*b).map_len - (*b).offset) as isize));
+        let node = (*b).node;
+        GroupNode::uncharge(node, len - (*b).offset, false);
         note_mapping(-(len as isize));
         os::unmap(b.cast(), len);
+        GroupNode::release(node);
     }
 }
 
@@ -142,32 +183,48 @@ pub unsafe fn realloc(b: *mut LargeBlock, new_size: usize) -> *mut u8 {
             return null_mut();
         }
         let hdr = b.cast::<u8>();
+        let node = (*b).node;
         if new_len == old_len {
             return hdr.add(offset);
         }
         if new_len < old_len {
             os::unmap(hdr.add(new_len), old_len - new_len);
-        } else if !os::remap_in_place(hdr, old_len, new_len) {
-            if (*b).align >= SEGMENT_SIZE {
-                return null_mut();
-            }
-            let dst = os::map_aligned(new_len, SEGMENT_SIZE);
+            GroupNode::uncharge(node, old_len - new_len, false);
+            (*b).map_len = new_len;
+            note_mapping(new_len as isize - old_len as isize);
+            return hdr.add(offset);
+        }
+        // Growth is charged to the block's group, whichever group the
+        // resizing thread is in.
+        let grow = new_len - old_len;
+        let mode = if (*heap::current()).fallible > 0 {
+            ChargeMode::Fallible
+        } else {
+            ChargeMode::Normal
+        };
+        if GroupNode::charge(node, grow, false, mode).is_err() {
+            return null_mut();
+        }
+        let mut nb = b;
+        if !os::remap_in_place(hdr, old_len, new_len) {
+            let dst = if (*b).align >= SEGMENT_SIZE {
+                null_mut()
+            } else {
+                os::map_aligned(new_len, SEGMENT_SIZE)
+            };
             if dst.is_null() {
+                GroupNode::uncharge(node, grow, false);
                 return null_mut();
             }
             if !os::remap_to(hdr, old_len, new_len, dst) {
                 os::unmap(dst, new_len);
+                GroupNode::uncharge(node, grow, false);
                 return null_mut();
             }
-            let nb = dst.cast::<LargeBlock>();
-            (*nb).map_len = new_len;
-            note_mapping(new_len as isize - old_len as isize);
-            count_allocated(new_len as isize - old_len as isize);
-            return dst.add(offset);
+            nb = dst.cast::<LargeBlock>();
         }
-        (*b).map_len = new_len;
-        note_mapping(new_len as isize - old_len as isize);
-        count_allocated(new_len as isize - old_len as isize);
-        hdr.add(offset)
+        (*nb).map_len = new_len;
+        note_mapping(grow as isize);
+        nb.cast::<u8>().add(offset)
     }
 }

@@ -10,6 +10,7 @@
 
 mod atomic_stack;
 mod cache;
+mod group;
 mod heap;
 mod large;
 mod meta_pool;
@@ -21,6 +22,7 @@ mod stats;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::Ordering;
+use group::GroupNode;
 use segment::{Block, Segment, KIND_SMALL, LIST_FULL, LIST_HEAD};
 use size_class::{class_for, class_of, MAX_SMALL};
 
@@ -90,12 +92,13 @@ unsafe fn free(ptr: *mut u8) {
             (*s).free = b;
             (*s).used -= 1;
             (*s).free_is_zero = false;
-            heap::add_allocated(h, -((*s).block_size as isize));
-            // Slow only for a full slab, or an emptied one that is not the
-            // allocation head (an empty head is kept for the next alloc).
+            // Slow only for a full or orphaned slab, or an emptied one that
+            // is not the allocation head (an empty head is kept).
             let list = (*s).list;
-            if list == LIST_FULL || ((*s).used == 0 && list != LIST_HEAD) {
+            if list >= LIST_FULL || ((*s).used == 0 && list != LIST_HEAD) {
                 cache::local_free_slow(h, s);
+            } else {
+                cache::credit((*s).cache, (*s).block_size as isize);
             }
         } else {
             remote_free(h, seg, s, b);
@@ -109,12 +112,19 @@ unsafe fn remote_free(h: *mut heap::Heap, seg: *mut Segment, s: *mut segment::Sl
     // SAFETY: the block is live until pushed, so the slab and segment are;
     // nothing of them is touched after the push.
     unsafe {
-        let bytes = (*s).block_size as isize;
+        // Credit the slab's group before the push: after it, the owner may
+        // release the slab and with it the group reference.
+        let bytes = (*s).block_size as usize;
+        let owner = (*s).owner;
+        if !heap::is_placeholder(h) && (*(*h).current).node == owner {
+            cache::credit((*h).current, bytes as isize);
+        } else {
+            GroupNode::uncharge(owner, bytes, true);
+        }
         if !(*seg).has_remote.load(Ordering::Relaxed) {
             (*seg).has_remote.store(true, Ordering::SeqCst);
         }
         slab::push_remote(s, b);
-        heap::note_freed_by(h, bytes);
     }
 }
 

@@ -39,6 +39,9 @@ pub const LIST_PARTIAL: u8 = 0;
 pub const LIST_HEAD: u8 = 1;
 /// A slab on its class's full list.
 pub const LIST_FULL: u8 = 2;
+/// A slab whose cache was dropped (its group died, or its thread exited):
+/// it takes no new allocations and goes back when its last block does.
+pub const LIST_ORPHAN: u8 = 3;
 
 pub const SPAN_FREE: u8 = 0;
 pub const SPAN_SLAB: u8 = 1;
@@ -89,8 +92,11 @@ pub struct Slab {
     pub free: *mut Block,
     /// Frees by other threads, collected by the owner.
     pub remote: AtomicPtr<Block>,
-    /// The cache (one thread, one group) whose lists hold this slab.
+    /// The cache (one thread, one group) whose lists hold this slab; null
+    /// for an orphan.
     pub cache: *mut crate::cache::Cache,
+    /// The group charged for this slab's blocks (holds a reference).
+    pub owner: *mut crate::group::GroupNode,
     pub next: *mut Slab,
     pub prev: *mut Slab,
     /// Free span: when it became dirty (ms).
@@ -121,6 +127,7 @@ pub static EMPTY_SLAB: Slab = Slab {
     free: null_mut(),
     remote: AtomicPtr::new(null_mut()),
     cache: null_mut(),
+    owner: null_mut(),
     next: null_mut(),
     prev: null_mut(),
     freed_at: 0,

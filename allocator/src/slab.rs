@@ -41,6 +41,8 @@ pub unsafe fn init(d: *mut Slab, class: usize, cache: *mut crate::cache::Cache) 
         (*d).list = LIST_PARTIAL;
         (*d).remote.store(null_mut(), Ordering::Relaxed);
         (*d).cache = cache;
+        (*d).owner = (*cache).node;
+        (*(*d).owner).note_slab(class, bytes, true);
         (*d).next = null_mut();
         (*d).prev = null_mut();
     }

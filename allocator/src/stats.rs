@@ -1,9 +1,8 @@
 //! Allocator-wide statistics (what jemalloc's `stats.*` give).
 //!
 //! Mapped, resident and active bytes move on slow paths only (slab and
-//! segment changes), so they are global atomics. Allocated bytes move on
-//! every allocation, so each thread heap keeps its own count and the total
-//! is summed on demand.
+//! segment changes), so they are global atomics. Allocated bytes are what
+//! the root group is charged, less the reserves threads hold.
 
 use core::fmt;
 use core::sync::atomic::{AtomicIsize, Ordering};
@@ -11,9 +10,6 @@ use core::sync::atomic::{AtomicIsize, Ordering};
 static MAPPED: AtomicIsize = AtomicIsize::new(0);
 static RESIDENT: AtomicIsize = AtomicIsize::new(0);
 static ACTIVE: AtomicIsize = AtomicIsize::new(0);
-/// Allocated bytes of heaps that have exited, and of frees by threads with
-/// no heap.
-static ALLOCATED_RETIRED: AtomicIsize = AtomicIsize::new(0);
 
 pub fn note_mapped(delta: isize) {
     MAPPED.fetch_add(delta, Ordering::Relaxed);
@@ -23,9 +19,6 @@ pub fn note_resident(delta: isize) {
 }
 pub fn note_active(delta: isize) {
     ACTIVE.fetch_add(delta, Ordering::Relaxed);
-}
-pub fn note_allocated_retired(delta: isize) {
-    ALLOCATED_RETIRED.fetch_add(delta, Ordering::Relaxed);
 }
 
 /// Allocator-wide statistics, in bytes.
@@ -52,8 +45,11 @@ fn clamp(v: isize) -> usize {
 /// without stopping them, so figures taken while threads allocate are
 /// approximate; at rest they are exact.
 pub fn alloc_stats() -> AllocStats {
-    let allocated =
-        ALLOCATED_RETIRED.load(Ordering::Relaxed) + crate::heap::allocated_in_live_heaps();
+    // Every block is charged to a group and so to the root; reserves are
+    // charged but not handed out.
+    // SAFETY: the root node is a static.
+    let charged = unsafe { (*crate::group::root()).current() } as isize;
+    let allocated = charged - crate::heap::reserves_in_live_caches();
     AllocStats {
         allocated: clamp(allocated),
         active: clamp(ACTIVE.load(Ordering::Relaxed)),
