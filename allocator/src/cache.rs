@@ -31,6 +31,19 @@ pub fn reserve_batch() -> usize {
     RESERVE_BATCH.load(Ordering::Relaxed)
 }
 
+/// Empty slabs a cache keeps per class, the allocation head included.
+static EMPTY_SLABS_KEPT: AtomicUsize = AtomicUsize::new(1);
+
+/// Sets how many empty slabs a cache keeps per class.
+pub fn set_empty_slabs_kept(n: usize) {
+    EMPTY_SLABS_KEPT.store(n, Ordering::Relaxed);
+}
+
+/// How many empty slabs a cache keeps per class.
+pub fn empty_slabs_kept() -> usize {
+    EMPTY_SLABS_KEPT.load(Ordering::Relaxed)
+}
+
 /// The slabs of one size class in one cache.
 #[repr(C)]
 pub struct ClassList {
@@ -40,6 +53,8 @@ pub struct ClassList {
     pub full: *mut Slab,
     /// Slabs on both lists.
     pub slabs: u32,
+    /// Empty slabs kept on the list besides the head.
+    pub empties: u32,
 }
 
 /// See the module docs.
@@ -69,24 +84,27 @@ pub static CACHES: MetaPool = MetaPool::new(core::mem::size_of::<Cache>());
 
 impl Cache {
     /// A cache with no slabs and no reserve.
-    pub const EMPTY: Cache = Cache {
-        link: Link {
-            next: AtomicPtr::new(null_mut()),
-        },
-        reserve: AtomicIsize::new(0),
-        reserve_high: 0,
-        heap: null_mut(),
-        node: null_mut(),
-        live: AtomicBool::new(false),
-        next: null_mut(),
-        classes: [const {
-            ClassList {
-                head: &crate::segment::EMPTY_SLAB as *const Slab as *mut Slab,
-                full: null_mut(),
-                slabs: 0,
-            }
-        }; NUM_CLASSES],
-    };
+    pub const fn empty() -> Cache {
+        Cache {
+            link: Link {
+                next: AtomicPtr::new(null_mut()),
+            },
+            reserve: AtomicIsize::new(0),
+            reserve_high: 0,
+            heap: null_mut(),
+            node: null_mut(),
+            live: AtomicBool::new(false),
+            next: null_mut(),
+            classes: [const {
+                ClassList {
+                    head: &crate::segment::EMPTY_SLAB as *const Slab as *mut Slab,
+                    full: null_mut(),
+                    slabs: 0,
+                    empties: 0,
+                }
+            }; NUM_CLASSES],
+        }
+    }
 
     /// Makes `c` an empty live cache of `heap` for `node` (taking a
     /// reference on it).
@@ -96,7 +114,7 @@ impl Cache {
     pub unsafe fn init(c: *mut Cache, heap: *mut Heap, node: *mut GroupNode) {
         // SAFETY: the caller owns `c`; the node is live.
         unsafe {
-            core::ptr::write(c, Cache::EMPTY);
+            core::ptr::write(c, Cache::empty());
             (*c).heap = heap;
             (*c).node = node;
             (*c).reserve_high = 2 * reserve_batch() as isize;
@@ -178,6 +196,7 @@ unsafe fn refill(heap: *mut Heap, cache: *mut Cache, need: isize) -> bool {
         let r = (*cache).reserve.load(Ordering::Relaxed);
         let deficit = (need - r).max(0) as usize;
         let batch = reserve_batch();
+        (*cache).reserve_high = 2 * batch as isize;
         let node = (*cache).node;
         if GroupNode::charge(node, deficit + batch, true, ChargeMode::Probe).is_ok() {
             add_reserve(cache, (deficit + batch) as isize);
@@ -314,7 +333,11 @@ pub unsafe fn after_free(heap: *mut Heap, s: *mut Slab) {
             push_partial_second(cl, s);
         }
         if (*s).used == 0 && (*cl).head != s {
-            release(heap, cl, s);
+            if ((*cl).empties as usize) + 1 < empty_slabs_kept() {
+                (*cl).empties += 1;
+            } else {
+                release(heap, cl, s);
+            }
         }
     }
 }
@@ -357,6 +380,7 @@ pub unsafe fn release_empty_slabs(heap: *mut Heap, cache: *mut Cache) {
                 }
                 s = if next.is_null() { empty_slab() } else { next };
             }
+            (*cl).empties = 0;
         }
     }
 }
@@ -422,6 +446,10 @@ unsafe fn set_head(cl: *mut ClassList, s: *mut Slab) {
             (*old).list = LIST_PARTIAL;
         }
         if s != empty_slab() {
+            if (*s).used == 0 && (*cl).empties > 0 && (*s).carved > 0 {
+                // A kept empty slab becomes the head: it is in use again.
+                (*cl).empties -= 1;
+            }
             (*s).list = LIST_HEAD;
         }
         (*cl).head = s;

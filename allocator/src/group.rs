@@ -138,8 +138,10 @@ pub static DEATH_EPOCH: AtomicU64 = AtomicU64::new(0);
 /// zero means no group work can be pending anywhere).
 pub static GROUPS_CREATED: AtomicU64 = AtomicU64::new(0);
 
-/// A function the scope crate installs to run hooks: `(node, kind)`.
-pub type EventSink = fn(*mut GroupNode, EventKind);
+/// A function the scope crate installs to run hooks: `(level, at, kind)`:
+/// an event of `kind` happened at `level` and is seen at `at` (`level` or
+/// one of its ancestors).
+pub type EventSink = fn(*mut GroupNode, *mut GroupNode, EventKind);
 static EVENT_SINK: AtomicPtr<()> = AtomicPtr::new(null_mut());
 
 /// Installs the function that dispatches events to hooks.
@@ -147,7 +149,7 @@ pub fn set_event_sink(f: EventSink) {
     EVENT_SINK.store(f as *mut (), Ordering::Release);
 }
 
-fn emit(node: *mut GroupNode, kind: EventKind) {
+fn emit(level: *mut GroupNode, node: *mut GroupNode, kind: EventKind) {
     // SAFETY: node is live (the caller holds it).
     if unsafe { !(*node).has_hooks.load(Ordering::Relaxed) } {
         return;
@@ -156,15 +158,17 @@ fn emit(node: *mut GroupNode, kind: EventKind) {
     if !f.is_null() {
         // SAFETY: only `set_event_sink` stores here, always an EventSink.
         let f: EventSink = unsafe { core::mem::transmute::<*mut (), EventSink>(f) };
-        f(node, kind);
+        f(level, node, kind);
     }
 }
 
-const ZERO_COUNTERS: EventCounters = EventCounters {
-    high: AtomicU64::new(0),
-    max: AtomicU64::new(0),
-    fail: AtomicU64::new(0),
-};
+const fn zero_counters() -> EventCounters {
+    EventCounters {
+        high: AtomicU64::new(0),
+        max: AtomicU64::new(0),
+        fail: AtomicU64::new(0),
+    }
+}
 
 const fn node_init(id: u64, parent: *mut GroupNode) -> GroupNode {
     GroupNode {
@@ -182,8 +186,8 @@ const fn node_init(id: u64, parent: *mut GroupNode) -> GroupNode {
         high: AtomicUsize::new(UNLIMITED),
         slab_max: AtomicUsize::new(UNLIMITED),
         fail_mode: AtomicBool::new(false),
-        events: ZERO_COUNTERS,
-        events_local: ZERO_COUNTERS,
+        events: zero_counters(),
+        events_local: zero_counters(),
         dying: AtomicUsize::new(0),
         exceed_seq: AtomicU64::new(0),
         denied_pending: AtomicBool::new(false),
@@ -416,7 +420,7 @@ impl GroupNode {
             let mut a = level;
             while !a.is_null() {
                 (*a).events.bump(kind);
-                emit(a, kind);
+                emit(level, a, kind);
                 a = (*a).parent;
             }
         }

@@ -57,7 +57,7 @@ pub struct Heap {
 // used by their thread, and other threads read only the atomic fields.
 unsafe impl Sync for Heap {}
 
-static PLACEHOLDER_CACHE: Cache = Cache::EMPTY;
+static PLACEHOLDER_CACHE: Cache = Cache::empty();
 static PLACEHOLDER: Heap = Heap {
     link: Link {
         next: core::sync::atomic::AtomicPtr::new(null_mut()),
@@ -72,7 +72,7 @@ static PLACEHOLDER: Heap = Heap {
     next_purge_ms: 0,
     purge_seen: 0,
     new_slabs: 0,
-    root: Cache::EMPTY,
+    root: Cache::empty(),
 };
 
 static HEAPS: MetaPool = MetaPool::new(core::mem::size_of::<Heap>());
@@ -171,7 +171,7 @@ pub fn init_thread() -> *mut Heap {
                 next_purge_ms: 0,
                 purge_seen: PURGE_REQUESTS.load(Ordering::Relaxed),
                 new_slabs: 0,
-                root: Cache::EMPTY,
+                root: Cache::empty(),
             },
         );
         Cache::init(&raw mut (*h).root, h, group::root());

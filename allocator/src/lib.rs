@@ -11,6 +11,7 @@
 mod atomic_stack;
 mod cache;
 mod group;
+pub mod groups;
 mod heap;
 mod large;
 mod meta_pool;

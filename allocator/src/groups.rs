@@ -1,0 +1,78 @@
+//! The accounting entry points the scope crate builds on: which group the
+//! thread allocates in, `fallible` sections, reserves, and tunables.
+//!
+//! Group records ([`GroupNode`]) are raw pointers here; the scope crate
+//! owns one reference per live group and wraps them in safe handles.
+
+pub use crate::group::{
+    root as root_node, set_event_sink, EventCounts, EventKind, EventSink, ExceedInfo, GroupNode,
+    LimitKind, UNLIMITED,
+};
+pub use crate::size_class::{class_size, NUM_CLASSES};
+use crate::{cache, heap};
+
+/// Makes a child record of `parent`; null when out of memory. The caller
+/// owns the returned reference and gives it up with [`GroupNode::kill`].
+///
+/// # Safety
+/// `parent` is live.
+pub unsafe fn create_node(parent: *mut GroupNode) -> *mut GroupNode {
+    // SAFETY: forwarded contract.
+    unsafe { GroupNode::create(parent) }
+}
+
+/// Points the calling thread's allocations at `node`; false (nothing
+/// changed) when out of memory.
+///
+/// # Safety
+/// `node` is live, and stays live while it is the thread's group.
+pub unsafe fn set_thread_group(node: *mut GroupNode) -> bool {
+    // SAFETY: forwarded contract.
+    unsafe { heap::set_current(node) }
+}
+
+/// The group the calling thread allocates in.
+pub fn thread_group() -> *mut GroupNode {
+    heap::current_node()
+}
+
+/// Enters (`true`) or leaves (`false`) a section where any over-limit
+/// allocation fails.
+pub fn fallible_section(enter: bool) {
+    heap::adjust_fallible(enter);
+}
+
+/// Hands the calling thread's reserves back to their groups.
+pub fn flush() {
+    heap::flush();
+}
+
+/// Allocator-wide tunables; set on the root, they reach every per-group
+/// cache, now (at its next refill or free) and later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tunables {
+    /// Bytes a cache's reserve takes from its group beyond the allocation
+    /// at hand; a reserve holds at most twice this.
+    pub reserve_batch: usize,
+    /// Empty slabs a cache keeps per size class (the allocation head
+    /// counts; 0 behaves as 1 between purges).
+    pub empty_slabs_kept: usize,
+    /// How long free pages wait before they go back to the OS.
+    pub purge_delay_ms: u64,
+}
+
+/// The tunables in force.
+pub fn tunables() -> Tunables {
+    Tunables {
+        reserve_batch: cache::reserve_batch(),
+        empty_slabs_kept: cache::empty_slabs_kept(),
+        purge_delay_ms: heap::purge_delay_ms(),
+    }
+}
+
+/// Sets the tunables.
+pub fn set_tunables(t: Tunables) {
+    cache::set_reserve_batch(t.reserve_batch);
+    cache::set_empty_slabs_kept(t.empty_slabs_kept);
+    heap::set_purge_delay_ms(t.purge_delay_ms);
+}

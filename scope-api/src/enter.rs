@@ -1,0 +1,184 @@
+//! Which group the thread allocates in: entering, leaving, bypass,
+//! fallible sections, checks and flushes.
+
+use crate::error::{Exceeded, Limit};
+use crate::group::{root, Group};
+use memcg_alloc::groups::{self, LimitKind, UNLIMITED};
+use std::cell::RefCell;
+use std::marker::PhantomData;
+
+thread_local! {
+    /// The group the thread is in (`None`: the root). Kept beside the
+    /// allocator's own pointer so `current()` can hand out a handle.
+    static CURRENT: RefCell<Option<Group>> = const { RefCell::new(None) };
+}
+
+/// Switches the thread to `g` (or the root); returns the previous group.
+fn switch_to(g: Option<Group>) -> Option<Group> {
+    let node = g.as_ref().map_or_else(groups::root_node, Group::node_ptr);
+    // SAFETY: the node is kept alive by the handle stored in CURRENT (or is
+    // the root) for as long as it is the thread's group.
+    if !unsafe { groups::set_thread_group(node) } {
+        // Out of memory for the cache record: the thread stays where it
+        // was, which is safe (it keeps charging the previous group).
+        return g;
+    }
+    // During thread teardown the slot may be gone; the allocator's pointer
+    // was switched all the same.
+    CURRENT.try_with(|c| c.replace(g.clone())).unwrap_or(None)
+}
+
+/// While alive, the thread's allocations are charged to a group; dropping
+/// it returns the thread to the group that was current when it was made.
+///
+/// Guards nest. Not `Send`: a guard belongs to the thread that made it.
+///
+/// ```compile_fail
+/// fn assert_send<T: Send>(_: T) {}
+/// let g = memcg_scope::Group::new("compile-fail-doc");
+/// assert_send(g.enter());
+/// ```
+#[must_use = "the group is left when the guard is dropped"]
+pub struct EnterGuard {
+    prev: Option<Group>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for EnterGuard {
+    fn drop(&mut self) {
+        let prev = self.prev.take();
+        // The handle returned here may be the group's last one: drop it
+        // after the switch, outside the thread-local borrow.
+        drop(switch_to(prev));
+    }
+}
+
+impl Group {
+    /// Enters the group on this thread until the guard is dropped.
+    pub fn enter(&self) -> EnterGuard {
+        let target = if self.is_root() {
+            None
+        } else {
+            Some(self.clone())
+        };
+        EnterGuard {
+            prev: switch_to(target),
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Runs `f` in the group.
+    pub fn scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _g = self.enter();
+        f()
+    }
+
+    /// `Err` when this group (or an ancestor) is over `max` or `slab_max`
+    /// now, or when an allocation made in it was denied since the last
+    /// check.
+    pub fn check(&self) -> Result<(), Exceeded> {
+        let node = self.node();
+        if node.take_denied() {
+            if let Some(e) = self.last_exceeded() {
+                return Err(e);
+            }
+        }
+        let mut g = Some(self.clone());
+        while let Some(level) = g {
+            let n = level.node();
+            let (cur, max) = (n.current(), n.max());
+            if max != UNLIMITED && cur > max {
+                return Err(over(&level, Limit::Max, max, cur));
+            }
+            let (slab, slab_max) = (n.slab(), n.slab_max());
+            if slab_max < max && slab > slab_max {
+                return Err(over(&level, Limit::SlabMax, slab_max, slab));
+            }
+            g = level.parent();
+        }
+        Ok(())
+    }
+
+    /// The last exceed caused by allocations made in this group.
+    pub fn last_exceeded(&self) -> Option<Exceeded> {
+        let info = self.node().last_exceed()?;
+        Some(Exceeded {
+            group: Group::by_id(info.level_id)
+                .map(|g| g.path().to_string())
+                .unwrap_or_else(|| "<gone>".to_string()),
+            limit: match info.limit {
+                LimitKind::Max => Limit::Max,
+                LimitKind::SlabMax => Limit::SlabMax,
+            },
+            limit_bytes: info.limit_value,
+            usage: info.usage,
+            request: info.request,
+            denied: info.denied,
+        })
+    }
+}
+
+fn over(level: &Group, limit: Limit, limit_bytes: usize, usage: usize) -> Exceeded {
+    Exceeded {
+        group: level.path().to_string(),
+        limit,
+        limit_bytes,
+        usage,
+        request: 0,
+        denied: false,
+    }
+}
+
+/// The group the calling thread allocates in.
+pub fn current() -> Group {
+    CURRENT
+        .try_with(|c| c.borrow().clone())
+        .ok()
+        .flatten()
+        .unwrap_or_else(root)
+}
+
+/// Runs `f` with its allocations charged to the root group, outside every
+/// limit.
+///
+/// This is a trust boundary: code that can call `bypass` can allocate
+/// without limit. Give tenants code paths, not this function.
+pub fn bypass<R>(f: impl FnOnce() -> R) -> R {
+    let prev = switch_to(None);
+    struct Restore(Option<Option<Group>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(p) = self.0.take() {
+                drop(switch_to(p));
+            }
+        }
+    }
+    let _restore = Restore(Some(prev));
+    f()
+}
+
+/// Runs `f` with every over-limit allocation failing (returning null),
+/// whatever the group's policy: `try_reserve` gets `Err` instead of the
+/// group being marked over its limit.
+pub fn fallible<R>(f: impl FnOnce() -> R) -> R {
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            groups::fallible_section(false);
+        }
+    }
+    groups::fallible_section(true);
+    let _leave = Leave;
+    f()
+}
+
+/// [`Group::check`] for the calling thread's group.
+pub fn check() -> Result<(), Exceeded> {
+    current().check()
+}
+
+/// Hands the calling thread's unused reserves back to their groups, so
+/// `current` counts only live objects (up to other threads' reserves).
+pub fn flush() {
+    groups::flush();
+}
