@@ -144,10 +144,10 @@ pub unsafe fn add_reserve(cache: *mut Cache, delta: isize) -> isize {
 /// Allocates a block of `class`: the fast path.
 ///
 /// # Safety
-/// `heap` is the calling thread's heap (or the placeholder), `cache` its
-/// current cache, `class < NUM_CLASSES`.
+/// `cache` is the calling thread's current cache (or the placeholder's),
+/// `class < NUM_CLASSES`.
 #[inline(always)]
-pub unsafe fn alloc(heap: *mut Heap, cache: *mut Cache, class: usize) -> *mut u8 {
+pub unsafe fn alloc(cache: *mut Cache, class: usize) -> *mut u8 {
     // SAFETY: owner-only access to the cache and its head slab; the
     // placeholder's head is the empty sentinel, whose `free` is null, so it
     // is never written.
@@ -163,7 +163,7 @@ pub unsafe fn alloc(heap: *mut Heap, cache: *mut Cache, class: usize) -> *mut u8
                 return b.cast();
             }
         }
-        alloc_slow(heap, cache, class).0
+        alloc_slow(cache, class).0
     }
 }
 
@@ -171,10 +171,10 @@ pub unsafe fn alloc(heap: *mut Heap, cache: *mut Cache, class: usize) -> *mut u8
 ///
 /// # Safety
 /// As for [`alloc`].
-pub unsafe fn alloc_zeroed(heap: *mut Heap, cache: *mut Cache, class: usize) -> *mut u8 {
+pub unsafe fn alloc_zeroed(cache: *mut Cache, class: usize) -> *mut u8 {
     // SAFETY: as in `alloc`; the block is ours to write once popped.
     unsafe {
-        let (p, zero) = alloc_slow(heap, cache, class);
+        let (p, zero) = alloc_slow(cache, class);
         if !p.is_null() {
             let len = if zero {
                 core::mem::size_of::<usize>()
@@ -235,15 +235,17 @@ pub unsafe fn trim_reserve(cache: *mut Cache, keep: isize) {
 /// next, or make a new one. Returns the block and whether it reads as zero
 /// past its first word.
 #[inline(never)]
-unsafe fn alloc_slow(heap: *mut Heap, cache: *mut Cache, class: usize) -> (*mut u8, bool) {
+unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
     // SAFETY: owner-only access to the thread's heap, cache and slabs.
     unsafe {
-        if heap::is_placeholder(heap) {
+        let heap = (*cache).heap;
+        if heap.is_null() {
+            // The placeholder: this thread's first allocation.
             let h = heap::init_thread();
             if h.is_null() {
                 return (null_mut(), false);
             }
-            return alloc_slow(h, (*h).current, class);
+            return alloc_slow((*h).current, class);
         }
         let bs = class_size(class) as isize;
         if (*cache).reserve.load(Ordering::Relaxed) < bs && !refill(heap, cache, bs) {

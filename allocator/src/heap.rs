@@ -81,6 +81,28 @@ thread_local! {
     static HEAP: Cell<*mut Heap> = const {
         Cell::new(&PLACEHOLDER as *const Heap as *mut Heap)
     };
+    /// The heap's current cache, mirrored here so the allocation fast path
+    /// reaches it in one load.
+    static CACHE: Cell<*mut Cache> = const {
+        Cell::new(&PLACEHOLDER_CACHE as *const Cache as *mut Cache)
+    };
+}
+
+/// The calling thread's current cache (the placeholder's before the first
+/// allocation; its `heap` is null).
+#[inline(always)]
+pub fn current_cache() -> *mut Cache {
+    CACHE.with(|c| c.get())
+}
+
+/// Makes `c` the heap's current cache.
+///
+/// # Safety
+/// `h` is the calling thread's heap and `c` one of its live caches.
+unsafe fn make_current(h: *mut Heap, c: *mut Cache) {
+    // SAFETY: owner-only write.
+    unsafe { (*h).current = c };
+    CACHE.with(|t| t.set(c));
 }
 
 /// The calling thread's heap, or the placeholder.
@@ -176,6 +198,7 @@ pub fn init_thread() -> *mut Heap {
         );
         Cache::init(&raw mut (*h).root, h, group::root());
         (*h).current = &raw mut (*h).root;
+        CACHE.with(|t| t.set(&raw mut (*h).root));
         (*h).live.store(true, Ordering::Release);
         if let Some(key) = exit_key() {
             libc::pthread_setspecific(key, h.cast());
@@ -193,6 +216,7 @@ extern "C" fn on_thread_exit(p: *mut libc::c_void) {
     // Frees from later destructors now take the remote path; allocations
     // make a fresh heap, which the key's next round tears down again.
     HEAP.with(|c| c.set(&PLACEHOLDER as *const Heap as *mut Heap));
+    CACHE.with(|c| c.set(&PLACEHOLDER_CACHE as *const Cache as *mut Cache));
     // SAFETY: `h` was this thread's heap and is no longer reachable from it.
     unsafe { abandon(h) };
 }
@@ -224,6 +248,9 @@ unsafe fn abandon(h: *mut Heap) {
             seg = next;
         }
         (*h).segments = null_mut();
+        // Dropping the current cache above pointed the thread at this
+        // heap's root cache; point it back at the placeholder.
+        CACHE.with(|c| c.set(&PLACEHOLDER_CACHE as *const Cache as *mut Cache));
         (*h).live.store(false, Ordering::Release);
         HEAPS.free(h.cast());
     }
@@ -593,7 +620,7 @@ pub unsafe fn set_current(node: *mut GroupNode) -> bool {
         if c.is_null() {
             return false;
         }
-        (*h).current = c;
+        make_current(h, c);
     }
     true
 }
@@ -676,7 +703,7 @@ unsafe fn drop_cache(h: *mut Heap, c: *mut Cache) {
         }
         *p = (*c).next;
         if (*h).current == c {
-            (*h).current = &raw mut (*h).root;
+            make_current(h, &raw mut (*h).root);
         }
         (*c).live.store(false, Ordering::Release);
         let node = (*c).node;

@@ -56,14 +56,14 @@ impl Default for SlabAlloc {
 fn alloc_any(size: usize, align: usize, zero: bool) -> *mut u8 {
     match class_for(size, align) {
         Some(class) => {
-            let h = heap::current();
-            // SAFETY: `h` is this thread's heap or the placeholder, and
-            // `current` its cache; class < NUM_CLASSES.
+            let c = heap::current_cache();
+            // SAFETY: `c` is this thread's current cache (or the
+            // placeholder's); class < NUM_CLASSES.
             unsafe {
                 if zero {
-                    cache::alloc_zeroed(h, (*h).current, class)
+                    cache::alloc_zeroed(c, class)
                 } else {
-                    cache::alloc(h, (*h).current, class)
+                    cache::alloc(c, class)
                 }
             }
         }
@@ -137,9 +137,8 @@ unsafe impl GlobalAlloc for SlabAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let size = layout.size();
         if layout.align() <= 8 && size <= MAX_SMALL {
-            let h = heap::current();
             // SAFETY: as in `alloc_any`.
-            return unsafe { cache::alloc(h, (*h).current, class_of(size)) };
+            return unsafe { cache::alloc(heap::current_cache(), class_of(size)) };
         }
         alloc_any(size, layout.align(), false)
     }

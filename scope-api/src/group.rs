@@ -283,6 +283,19 @@ impl Group {
             .collect()
     }
 
+    /// The live group with this node id, if any, without waiting for the
+    /// registry lock (`None` when it is busy).
+    pub(crate) fn try_by_id(id: u64) -> Option<Group> {
+        if id == 0 {
+            return Some(root());
+        }
+        let found = crate::bypass(|| {
+            let reg = REGISTRY.try_lock().ok()?;
+            reg.get(&id).and_then(Weak::upgrade)
+        });
+        found.map(|inner| Group { inner })
+    }
+
     /// The live group with this node id, if any.
     pub(crate) fn by_id(id: u64) -> Option<Group> {
         if id == 0 {
