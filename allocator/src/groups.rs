@@ -8,6 +8,7 @@ pub use crate::group::{
     root as root_node, set_event_sink, EventCounts, EventKind, EventSink, ExceedInfo, GroupNode,
     LimitKind, UNLIMITED,
 };
+pub use crate::os::at_fork;
 pub use crate::size_class::{class_size, NUM_CLASSES};
 use crate::{cache, heap};
 

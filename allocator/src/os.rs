@@ -146,3 +146,13 @@ pub fn fatal(msg: &str) -> ! {
         libc::abort()
     }
 }
+
+/// Registers fork handlers (`pthread_atfork`); false when it fails.
+pub fn at_fork(
+    prepare: unsafe extern "C" fn(),
+    parent: unsafe extern "C" fn(),
+    child: unsafe extern "C" fn(),
+) -> bool {
+    // SAFETY: the handlers are plain functions that never unwind.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) == 0 }
+}

@@ -378,6 +378,7 @@ impl GroupBuilder {
         } else {
             format!("{}/{n}", self.parent.path())
         };
+        crate::fork::install();
         if live_groups().iter().any(|g| g.path() == path) {
             return Err(BuildError::NameTaken(path));
         }

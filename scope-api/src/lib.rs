@@ -10,6 +10,7 @@
 mod enter;
 mod error;
 mod event;
+mod fork;
 mod future;
 mod group;
 mod stats;
