@@ -24,7 +24,7 @@ mod stats;
 use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::Ordering;
 use group::GroupNode;
-use segment::{Block, Segment, KIND_SMALL, LIST_FULL, LIST_HEAD};
+use segment::{Block, Segment, KIND_SMALL, LIST_HEAD, LIST_PARTIAL};
 use size_class::{class_for, class_of, MAX_SMALL};
 
 pub use stats::{alloc_stats, AllocStats};
@@ -96,7 +96,7 @@ unsafe fn free(ptr: *mut u8) {
             // Slow only for a full or orphaned slab, or an emptied one that
             // is not the allocation head (an empty head is kept).
             let list = (*s).list;
-            if list >= LIST_FULL || ((*s).used == 0 && list != LIST_HEAD) {
+            if list != LIST_HEAD && (list != LIST_PARTIAL || (*s).used == 0) {
                 cache::local_free_slow(h, s);
             } else {
                 cache::credit((*s).cache, (*s).block_size as isize);

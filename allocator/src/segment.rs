@@ -21,8 +21,13 @@ pub const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
 pub const SLICE_SHIFT: usize = 14;
 pub const SLICE_SIZE: usize = 1 << SLICE_SHIFT;
 pub const SLICES: usize = SEGMENT_SIZE / SLICE_SIZE;
-/// Slices taken by the segment header.
-pub const HEADER_SLICES: usize = core::mem::size_of::<Segment>().div_ceil(SLICE_SIZE);
+/// Bytes of one slice descriptor (a power of two, so `ptr -> slab` is
+/// shifts and masks).
+pub const DESC_SHIFT: usize = 7;
+/// Slices taken by the segment header: the descriptor array, whose first
+/// entries (describing the header's own slices, never slabs) hold the
+/// segment's fields instead.
+pub const HEADER_SLICES: usize = (SLICES << DESC_SHIFT).div_ceil(SLICE_SIZE);
 /// Slices available for slabs.
 pub const USABLE_SLICES: usize = SLICES - HEADER_SLICES;
 
@@ -33,10 +38,11 @@ pub const ABANDONED: usize = 1;
 pub const KIND_SMALL: u8 = 1;
 pub const KIND_LARGE: u8 = 2;
 
+/// The slab the fast path allocates from (zero: the cheapest test on the
+/// free path).
+pub const LIST_HEAD: u8 = 0;
 /// A slab on its class's list of slabs with room, not at its head.
-pub const LIST_PARTIAL: u8 = 0;
-/// The slab the fast path allocates from.
-pub const LIST_HEAD: u8 = 1;
+pub const LIST_PARTIAL: u8 = 1;
 /// A slab on its class's full list.
 pub const LIST_FULL: u8 = 2;
 /// A slab whose cache was dropped (its group died, or its thread exited):
@@ -64,7 +70,7 @@ pub struct SegmentHead {
 /// The descriptor of one slice; the first slice of a span describes the span
 /// (a slab, or free space). Owner-thread fields are plain; fields other
 /// threads touch are atomic.
-#[repr(C)]
+#[repr(C, align(128))]
 pub struct Slab {
     /// 0 on a span's first slice; on other slices the distance back to it.
     pub slice_offset: u32,
@@ -154,8 +160,13 @@ pub struct Segment {
     pub free_slices: usize,
     /// Bytes of this segment counted as resident.
     pub resident: usize,
-    pub slabs: [Slab; SLICES],
+    // The descriptor array follows, overlaying this struct: descriptor `i`
+    // is at `i << DESC_SHIFT` from the segment start (see `Segment::desc`).
 }
+
+const _: () = assert!(core::mem::size_of::<Slab>() == 1 << DESC_SHIFT);
+const _: () = assert!(core::mem::size_of::<Segment>() <= HEADER_SLICES << DESC_SHIFT);
+const _: () = assert!(HEADER_SLICES == 2);
 
 /// Abandoned segments, waiting to be adopted.
 pub static ABANDONED_SEGMENTS: AtomicStack = AtomicStack::new();
@@ -180,11 +191,11 @@ pub fn head_of(ptr: *mut u8) -> *mut SegmentHead {
 /// `ptr` must point into a slab of `seg`.
 #[inline(always)]
 pub unsafe fn slab_of(seg: *mut Segment, ptr: *mut u8) -> *mut Slab {
-    let idx = (ptr as usize - seg as usize) >> SLICE_SHIFT;
-    // SAFETY: idx < SLICES since ptr is inside the segment; continuation
+    let off = ((ptr as usize & (SEGMENT_SIZE - 1)) >> SLICE_SHIFT) << DESC_SHIFT;
+    // SAFETY: the descriptor lies in the segment header; continuation
     // slices of a slab hold the distance back to its first slice.
     unsafe {
-        let d = (&raw mut (*seg).slabs).cast::<Slab>().add(idx);
+        let d = seg.cast::<u8>().add(off).cast::<Slab>();
         d.sub((*d).slice_offset as usize)
     }
 }
@@ -229,15 +240,15 @@ impl Segment {
 
     #[inline(always)]
     pub unsafe fn desc(seg: *mut Segment, idx: usize) -> *mut Slab {
-        // SAFETY: the caller passes idx < SLICES.
-        unsafe { (&raw mut (*seg).slabs).cast::<Slab>().add(idx) }
+        // SAFETY: the caller passes HEADER_SLICES <= idx < SLICES, so the
+        // descriptor is in the header and clear of the segment's fields.
+        unsafe { seg.cast::<u8>().add(idx << DESC_SHIFT).cast::<Slab>() }
     }
 
     /// The index of a descriptor within its segment.
     #[inline(always)]
     pub unsafe fn index_of(seg: *mut Segment, d: *mut Slab) -> usize {
-        (d as usize - seg as usize - core::mem::offset_of!(Segment, slabs))
-            / core::mem::size_of::<Slab>()
+        (d as usize - seg as usize) >> DESC_SHIFT
     }
 
     /// Marks slices `idx..idx+count` a free span.
