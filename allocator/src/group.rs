@@ -112,6 +112,7 @@ pub struct GroupNode {
     /// Bumped on every exceed caused by a charge made in this group.
     exceed_seq: AtomicU64,
     denied_pending: AtomicBool,
+    last_denied: AtomicBool,
     last_level: AtomicU64,
     last_kind: AtomicU8,
     last_usage: AtomicUsize,
@@ -191,6 +192,7 @@ const fn node_init(id: u64, parent: *mut GroupNode) -> GroupNode {
         dying: AtomicUsize::new(0),
         exceed_seq: AtomicU64::new(0),
         denied_pending: AtomicBool::new(false),
+        last_denied: AtomicBool::new(false),
         last_level: AtomicU64::new(0),
         last_kind: AtomicU8::new(0),
         last_usage: AtomicUsize::new(0),
@@ -211,6 +213,25 @@ static ROOT: RootCell = RootCell(core::cell::UnsafeCell::new(node_init(0, null_m
 #[inline(always)]
 pub fn root() -> *mut GroupNode {
     ROOT.0.get()
+}
+
+/// Adds `bytes` to `a` unless that takes it over `limit`; the old value
+/// either way.
+fn add_within(a: &AtomicUsize, bytes: usize, limit: usize) -> Result<usize, usize> {
+    if limit == UNLIMITED {
+        return Ok(a.fetch_add(bytes, Ordering::Relaxed));
+    }
+    let mut old = a.load(Ordering::Relaxed);
+    loop {
+        match old.checked_add(bytes) {
+            Some(new) if new <= limit => {}
+            _ => return Err(old),
+        }
+        match a.compare_exchange_weak(old, old + bytes, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return Ok(old),
+            Err(cur) => old = cur,
+        }
+    }
 }
 
 /// Why a charge was refused.
@@ -318,29 +339,46 @@ impl GroupNode {
         small: bool,
         mode: ChargeMode,
     ) -> Result<(), Denied> {
-        let mut n = node;
+        /// Levels whose peak and high crossing are applied once the whole
+        /// walk has succeeded (a refused charge leaves no trace but its
+        /// max and fail events). Deeper trees apply the rest at once.
+        const DEFERRED: usize = 16;
+        let mut deferred: [(*mut GroupNode, usize, usize); DEFERRED] =
+            [(null_mut(), 0, 0); DEFERRED];
+        let mut ndeferred = 0;
         let mut exceeded: Option<(*mut GroupNode, LimitKind, usize, usize)> = None;
+        let mut n = node;
         // SAFETY: ancestors of a live node are live (each holds a reference
         // on its parent).
         unsafe {
             while !n.is_null() {
                 let lvl = &*n;
-                let old = lvl.current.fetch_add(bytes, Ordering::Relaxed);
-                let new = old + bytes;
-                let slab_new = if small {
-                    lvl.slab.fetch_add(bytes, Ordering::Relaxed) + bytes
-                } else {
-                    0
-                };
                 let max = lvl.max.load(Ordering::Relaxed);
                 let slab_max = lvl.slab_max.load(Ordering::Relaxed);
-                let hit = if new > max {
-                    Some((LimitKind::Max, new - bytes, max))
-                } else if small && slab_max < max && slab_new > slab_max {
-                    Some((LimitKind::SlabMax, slab_new - bytes, slab_max))
-                } else {
-                    None
-                };
+                // Limited counters are raised only within their limit (CAS),
+                // so no reader ever sees a refused charge.
+                let mut hit = None;
+                if small {
+                    if slab_max < max {
+                        if let Err(old) = add_within(&lvl.slab, bytes, slab_max) {
+                            hit = Some((LimitKind::SlabMax, old, slab_max));
+                        }
+                    } else {
+                        lvl.slab.fetch_add(bytes, Ordering::Relaxed);
+                    }
+                }
+                let mut old = 0;
+                if hit.is_none() {
+                    match add_within(&lvl.current, bytes, max) {
+                        Ok(o) => old = o,
+                        Err(o) => {
+                            if small {
+                                lvl.slab.fetch_sub(bytes, Ordering::Relaxed);
+                            }
+                            hit = Some((LimitKind::Max, o, max));
+                        }
+                    }
+                }
                 if let Some((kind, usage, limit)) = hit {
                     let refuse = match mode {
                         ChargeMode::Probe | ChargeMode::Fallible => true,
@@ -357,16 +395,25 @@ impl GroupNode {
                         }
                         return Err(Denied);
                     }
+                    // Report: the charge stands, over the limit.
+                    if small {
+                        lvl.slab.fetch_add(bytes, Ordering::Relaxed);
+                    }
+                    old = lvl.current.fetch_add(bytes, Ordering::Relaxed);
                     if exceeded.is_none() {
                         exceeded = Some((n, kind, usage, limit));
                     }
                 }
-                let high = lvl.high.load(Ordering::Relaxed);
-                if old <= high && new > high && mode != ChargeMode::Probe {
-                    Self::count_event(n, EventKind::High);
+                if ndeferred < DEFERRED {
+                    deferred[ndeferred] = (n, old, old + bytes);
+                    ndeferred += 1;
+                } else {
+                    Self::note_growth(n, old, old + bytes);
                 }
-                lvl.peak.fetch_max(new, Ordering::Relaxed);
                 n = lvl.parent;
+            }
+            for &(lvl, old, new) in &deferred[..ndeferred] {
+                Self::note_growth(lvl, old, new);
             }
             if let Some((lvl, kind, usage, limit)) = exceeded {
                 Self::note_exceed(node, lvl, kind, usage, limit, bytes, false);
@@ -375,18 +422,28 @@ impl GroupNode {
         Ok(())
     }
 
-    /// Undoes a partial charge from `node` up to and including `upto`.
-    unsafe fn rollback(node: *mut GroupNode, upto: *mut GroupNode, bytes: usize, small: bool) {
+    /// Peak and upward `high` crossing of a charge that stood.
+    unsafe fn note_growth(n: *mut GroupNode, old: usize, new: usize) {
+        // SAFETY: as in `charge`.
+        unsafe {
+            let lvl = &*n;
+            lvl.peak.fetch_max(new, Ordering::Relaxed);
+            let high = lvl.high.load(Ordering::Relaxed);
+            if old <= high && new > high {
+                Self::count_event(n, EventKind::High);
+            }
+        }
+    }
+
+    /// Undoes a charge from `node` up to, not including, `stop`.
+    unsafe fn rollback(node: *mut GroupNode, stop: *mut GroupNode, bytes: usize, small: bool) {
         let mut n = node;
         // SAFETY: as in `charge`.
         unsafe {
-            loop {
+            while n != stop {
                 (*n).current.fetch_sub(bytes, Ordering::Relaxed);
                 if small {
                     (*n).slab.fetch_sub(bytes, Ordering::Relaxed);
-                }
-                if n == upto {
-                    break;
                 }
                 n = (*n).parent;
             }
@@ -444,6 +501,7 @@ impl GroupNode {
             o.last_usage.store(usage, Ordering::Relaxed);
             o.last_limit.store(limit, Ordering::Relaxed);
             o.last_request.store(request, Ordering::Relaxed);
+            o.last_denied.store(denied, Ordering::Relaxed);
             if denied {
                 o.denied_pending.store(true, Ordering::Relaxed);
             }
@@ -516,7 +574,7 @@ impl GroupNode {
             usage: self.last_usage.load(Ordering::Relaxed),
             limit_value: self.last_limit.load(Ordering::Relaxed),
             request: self.last_request.load(Ordering::Relaxed),
-            denied: self.denied_pending.load(Ordering::Relaxed),
+            denied: self.last_denied.load(Ordering::Relaxed),
         })
     }
     /// Takes the "an allocation was denied" mark.

@@ -48,6 +48,16 @@ pub fn flush() {
     heap::flush();
 }
 
+/// Drops the calling thread's caches of dead groups now (other threads do
+/// it at their next slow path, `flush`, group switch or exit).
+pub fn sweep_dead() {
+    let h = heap::current();
+    if !heap::is_placeholder(h) {
+        // SAFETY: `h` is this thread's heap.
+        unsafe { heap::sweep_dead_caches(h) };
+    }
+}
+
 /// Allocator-wide tunables; set on the root, they reach every per-group
 /// cache, now (at its next refill or free) and later.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

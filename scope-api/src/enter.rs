@@ -77,8 +77,7 @@ impl Group {
     /// now, or when an allocation made in it was denied since the last
     /// check.
     pub fn check(&self) -> Result<(), Exceeded> {
-        let node = self.node();
-        if node.take_denied() {
+        if self.node().take_denied() {
             if let Some(e) = self.last_exceeded() {
                 return Err(e);
             }

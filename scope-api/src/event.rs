@@ -44,17 +44,20 @@ fn run_hooks(level: *mut GroupNode, at: *mut GroupNode, kind: EventKind) {
     // SAFETY: the allocator passes live nodes (the charging thread holds
     // the group it charges, which holds its ancestors).
     let (at_id, level_id, current) = unsafe { ((*at).id, (*level).id, (*level).current()) };
-    // Runs inside an allocation: never block on a lock (another thread, a
-    // signal handler or a fork may hold it). An event that meets a busy
-    // lock is still counted; only its hooks are skipped.
-    let Some(at_group) = Group::try_by_id(at_id) else {
+    // Runs inside an allocation. The locks taken here are never held by a
+    // thread that can raise an event (their holders run bypassed, in the
+    // root, which has no limits) and are held across fork, so waiting for
+    // them cannot deadlock.
+    let Some(at_group) = Group::by_id(at_id) else {
         return;
     };
-    let hooks: Vec<_> = match at_group.inner.hooks.try_lock() {
-        Ok(h) => h.clone(),
-        Err(_) => return,
-    };
-    let path = Group::try_by_id(level_id)
+    let hooks: Vec<_> = at_group
+        .inner
+        .hooks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let path = Group::by_id(level_id)
         .map(|g| g.path().to_string())
         .unwrap_or_else(|| "<gone>".to_string());
     let event = Event {

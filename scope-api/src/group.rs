@@ -54,11 +54,24 @@ impl Drop for Inner {
         });
         // SAFETY: we own the handle reference, given up here.
         unsafe { GroupNode::kill(self.node) };
+        // This thread's cache of the group goes at once (its reserve back
+        // to the parent, its empty slabs to the segments).
+        groups::sweep_dead();
     }
 }
 
+/// A live group in the registry: its path is kept here so that names can
+/// be checked under the lock without taking a handle (a handle dropped
+/// last under the lock would deadlock on the group's death).
+pub(crate) struct Entry {
+    pub(crate) path: String,
+    pub(crate) group: Weak<Inner>,
+}
+
 /// Live groups by node id (for `report`, event hooks and error paths).
-pub(crate) static REGISTRY: Mutex<BTreeMap<u64, Weak<Inner>>> = Mutex::new(BTreeMap::new());
+/// Every holder runs bypassed (charging the root, which has no limits), so
+/// no event, and so no hook, can fire while it is held.
+pub(crate) static REGISTRY: Mutex<BTreeMap<u64, Entry>> = Mutex::new(BTreeMap::new());
 
 /// Every live group but the root, in creation order. Handles are taken
 /// under the lock and used after it: a handle dropped last runs the
@@ -67,7 +80,7 @@ pub(crate) fn live_groups() -> Vec<Group> {
     crate::bypass(|| {
         let reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
         reg.values()
-            .filter_map(Weak::upgrade)
+            .filter_map(|e| e.group.upgrade())
             .map(|inner| Group { inner })
             .collect()
     })
@@ -283,19 +296,6 @@ impl Group {
             .collect()
     }
 
-    /// The live group with this node id, if any, without waiting for the
-    /// registry lock (`None` when it is busy).
-    pub(crate) fn try_by_id(id: u64) -> Option<Group> {
-        if id == 0 {
-            return Some(root());
-        }
-        let found = crate::bypass(|| {
-            let reg = REGISTRY.try_lock().ok()?;
-            reg.get(&id).and_then(Weak::upgrade)
-        });
-        found.map(|inner| Group { inner })
-    }
-
     /// The live group with this node id, if any.
     pub(crate) fn by_id(id: u64) -> Option<Group> {
         if id == 0 {
@@ -303,7 +303,7 @@ impl Group {
         }
         let found = crate::bypass(|| {
             let reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-            reg.get(&id).and_then(Weak::upgrade)
+            reg.get(&id).and_then(|e| e.group.upgrade())
         });
         found.map(|inner| Group { inner })
     }
@@ -379,11 +379,11 @@ impl GroupBuilder {
             format!("{}/{n}", self.parent.path())
         };
         crate::fork::install();
-        if live_groups().iter().any(|g| g.path() == path) {
-            return Err(BuildError::NameTaken(path));
-        }
         crate::bypass(|| {
             let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+            if reg.values().any(|e| e.path == path) {
+                return Err(BuildError::NameTaken(path.clone()));
+            }
             // SAFETY: the parent handle keeps its node alive.
             let node = unsafe { groups::create_node(self.parent.node_ptr()) };
             if node.is_null() {
@@ -402,7 +402,13 @@ impl GroupBuilder {
                 parent: Some(self.parent.clone()),
                 hooks: Mutex::new(Vec::new()),
             });
-            reg.insert(nr.id, Arc::downgrade(&inner));
+            reg.insert(
+                nr.id,
+                Entry {
+                    path: path.clone(),
+                    group: Arc::downgrade(&inner),
+                },
+            );
             Ok(Group { inner })
         })
     }

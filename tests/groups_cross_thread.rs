@@ -1,0 +1,203 @@
+//! Groups across threads: frees credit the group that owns the memory,
+//! whichever thread frees it; `memcg::thread::spawn` starts the thread in
+//! the caller's group; guards nest and restore; groups never share a slab.
+
+#[global_allocator]
+static GLOBAL: memcg::SlabAlloc = memcg::SlabAlloc::new();
+
+use memcg::Group;
+use std::collections::HashSet;
+
+const MIB: usize = 1 << 20;
+
+/// Charged but unused bytes one thread may hold for one group.
+fn slack_per_thread() -> usize {
+    2 * memcg::tunables().reserve_batch
+}
+
+/// Size of the slab slices: no two groups' objects share one.
+const SLICE: usize = 16 << 10;
+
+#[test]
+fn free_on_another_thread_credits_the_owner() {
+    let a = Group::new("xt-credit-owner-a");
+    let b = Group::new("xt-credit-owner-b");
+    let slack = slack_per_thread();
+
+    let small: Vec<Box<[u8; 256]>> = a.scope(|| (0..16384).map(|_| Box::new([1u8; 256])).collect());
+    let large: Vec<Vec<u8>> = a.scope(|| (0..4).map(|_| vec![2u8; MIB]).collect());
+    let in_a = a.current();
+    assert!(in_a >= 8 * MIB, "{in_a}");
+    memcg::flush();
+    let in_a = a.current();
+
+    let (b2, before_b) = (b.clone(), b.current());
+    let b_during = std::thread::spawn(move || {
+        let _in_b = b2.enter();
+        drop(small);
+        drop(large);
+        let during = b2.current();
+        memcg::flush();
+        during
+    })
+    .join()
+    .unwrap();
+
+    assert_eq!(before_b, 0);
+    assert!(
+        b_during <= slack,
+        "B paid for nothing it allocated: {b_during}"
+    );
+    assert!(b.current() <= slack, "{}", b.current());
+    let now_a = a.current();
+    assert!(
+        now_a < slack,
+        "A got its {in_a} bytes back when another thread freed them: {now_a}"
+    );
+}
+
+#[test]
+fn objects_freed_by_many_threads_credit_their_group() {
+    let a = Group::new("xt-many-freers-a");
+    let slack = slack_per_thread();
+    let mut batches: Vec<Vec<Box<[u8; 96]>>> = a.scope(|| {
+        (0..4)
+            .map(|_| (0..20_000).map(|_| Box::new([3u8; 96])).collect())
+            .collect()
+    });
+    memcg::flush();
+    let before = a.current();
+    assert!(before >= 4 * 20_000 * 96, "{before}");
+    let handles: Vec<_> = batches
+        .drain(..)
+        .enumerate()
+        .map(|(i, batch)| {
+            let other = Group::new(&format!("xt-many-freers-b{i}"));
+            std::thread::spawn(move || {
+                other.scope(|| drop(batch));
+                memcg::flush();
+                other.current()
+            })
+        })
+        .collect();
+    for h in handles {
+        assert!(h.join().unwrap() <= slack);
+    }
+    assert!(a.current() < slack, "{}", a.current());
+}
+
+#[test]
+fn spawn_starts_in_the_callers_group() {
+    let g = Group::new("xt-spawn-group");
+    let slack = slack_per_thread();
+    let (path, bytes) = g.scope(|| {
+        memcg::thread::spawn(|| {
+            let v = vec![9u8; 2 * MIB];
+            (memcg::current().path().to_string(), v)
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(path, "/xt-spawn-group");
+    let cur = g.current();
+    assert!(cur >= 2 * MIB && cur <= 2 * MIB + slack, "{cur}");
+    drop(bytes);
+    assert!(g.current() < slack);
+
+    // Outside any group the new thread is in the root.
+    let p = memcg::thread::spawn(|| memcg::current().path().to_string())
+        .join()
+        .unwrap();
+    assert_eq!(p, "/");
+    // A plain std thread does not inherit the group.
+    let p = g.scope(|| {
+        std::thread::spawn(|| memcg::current().path().to_string())
+            .join()
+            .unwrap()
+    });
+    assert_eq!(p, "/");
+}
+
+#[test]
+fn guards_nest_and_restore() {
+    let a = Group::new("xt-nest-a");
+    let b = a.child("b").build();
+    let c = Group::new("xt-nest-c");
+    assert!(memcg::current().is_root());
+    {
+        let _ga = a.enter();
+        assert_eq!(memcg::current(), a);
+        {
+            let _gb = b.enter();
+            assert_eq!(memcg::current(), b);
+            {
+                let _gc = c.enter();
+                assert_eq!(memcg::current(), c);
+                let x = std::hint::black_box(Box::new([0u8; 4000]));
+                assert!(c.current() >= 4000);
+                drop(x);
+                let r = memcg::bypass(|| {
+                    let _root = memcg::root().enter();
+                    memcg::current()
+                });
+                assert!(r.is_root());
+                assert_eq!(memcg::current(), c, "bypass restores");
+                let inner = a.scope(memcg::current);
+                assert_eq!(inner, a);
+                assert_eq!(memcg::current(), c, "scope restores");
+            }
+            assert_eq!(memcg::current(), b);
+        }
+        assert_eq!(memcg::current(), a);
+    }
+    assert!(memcg::current().is_root());
+    // Restores after a panic too.
+    let r = std::panic::catch_unwind(|| a.scope(|| panic!("inside a group")));
+    assert!(r.is_err());
+    assert!(memcg::current().is_root());
+}
+
+#[test]
+fn groups_never_share_a_slab() {
+    let a = Group::new("xt-no-shared-slab-a");
+    let b = Group::new("xt-no-shared-slab-b");
+    let mut pa: Vec<Box<[u8; 48]>> = Vec::with_capacity(1000);
+    let mut pb: Vec<Box<[u8; 48]>> = Vec::with_capacity(1000);
+    let mut qa: Vec<Box<[u8; 200]>> = Vec::with_capacity(1000);
+    let mut qb: Vec<Box<[u8; 200]>> = Vec::with_capacity(1000);
+    for i in 0..1000u32 {
+        let v = i as u8;
+        pa.push(a.scope(|| Box::new([v; 48])));
+        pb.push(b.scope(|| Box::new([v; 48])));
+        qa.push(a.scope(|| Box::new([v; 200])));
+        qb.push(b.scope(|| Box::new([v; 200])));
+    }
+    let windows = |ptrs: &mut dyn Iterator<Item = usize>| -> HashSet<usize> {
+        ptrs.map(|p| p / SLICE).collect()
+    };
+    let wa = windows(
+        &mut pa
+            .iter()
+            .map(|x| x.as_ptr() as usize)
+            .chain(qa.iter().map(|x| x.as_ptr() as usize)),
+    );
+    let wb = windows(
+        &mut pb
+            .iter()
+            .map(|x| x.as_ptr() as usize)
+            .chain(qb.iter().map(|x| x.as_ptr() as usize)),
+    );
+    let shared: Vec<_> = wa.intersection(&wb).collect();
+    assert!(
+        shared.is_empty(),
+        "{} 16 KiB windows hold objects of both groups",
+        shared.len()
+    );
+    // The contents were not mixed up either.
+    for (i, (x, y)) in pa.iter().zip(&qb).enumerate() {
+        assert!(x.iter().all(|&v| v == i as u8));
+        assert!(y.iter().all(|&v| v == i as u8));
+    }
+    assert!(a.current() >= 1000 * (48 + 200));
+    assert!(b.current() >= 1000 * (48 + 200));
+}
