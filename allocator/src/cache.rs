@@ -158,7 +158,7 @@ pub unsafe fn alloc(cache: *mut Cache, class: usize) -> *mut u8 {
             let r = (*cache).reserve.load(Ordering::Relaxed) - (*s).block_size as isize;
             if r >= 0 {
                 (*cache).reserve.store(r, Ordering::Relaxed);
-                (*s).free = (*b).next;
+                (*s).free = slab::next_of(s, b);
                 (*s).used += 1;
                 return b.cast();
             }
@@ -263,7 +263,7 @@ unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
                 }
                 let b = (*s).free;
                 let zero = (*s).free_is_zero;
-                (*s).free = (*b).next;
+                (*s).free = slab::next_of(s, b);
                 (*s).used += 1;
                 add_reserve(cache, -bs);
                 return (b.cast(), zero);

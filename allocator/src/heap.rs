@@ -171,6 +171,7 @@ pub fn init_thread() -> *mut Heap {
     if !os::page_size_ok() {
         os::fatal("memcg: the allocator needs 4 KiB pages\n");
     }
+    slab::init_secret();
     let h = HEAPS.alloc().cast::<Heap>();
     if h.is_null() {
         return null_mut();

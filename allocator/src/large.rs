@@ -141,6 +141,16 @@ fn map_block(body: usize, align: usize) -> *mut u8 {
     unsafe { hdr.add(offset) }
 }
 
+/// Whether `ptr` is the block of the large header `b` (and not some other
+/// pointer whose header slot happens to read as large).
+///
+/// # Safety
+/// `b` is mapped.
+pub unsafe fn is_block(b: *mut LargeBlock, ptr: *mut u8) -> bool {
+    // SAFETY: the caller guarantees `b` is readable.
+    unsafe { b.cast::<u8>().add((*b).offset) == ptr && (*b).map_len > (*b).offset }
+}
+
 /// Usable bytes of the block.
 ///
 /// # Safety

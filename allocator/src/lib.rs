@@ -24,7 +24,7 @@ mod stats;
 use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::Ordering;
 use group::GroupNode;
-use segment::{Block, Segment, KIND_SMALL, LIST_HEAD, LIST_PARTIAL};
+use segment::{Block, Segment, KIND_LARGE, KIND_SMALL, LIST_HEAD, LIST_PARTIAL, SPAN_SLAB};
 use size_class::{class_for, class_of, MAX_SMALL};
 
 pub use stats::{alloc_stats, AllocStats};
@@ -82,14 +82,21 @@ unsafe fn free(ptr: *mut u8) {
     // mapped while the block lives.
     unsafe {
         if (*head).kind != KIND_SMALL {
-            return large::free(head.cast());
+            if (*head).kind == KIND_LARGE && large::is_block(head.cast(), ptr) {
+                return large::free(head.cast());
+            }
+            bad_free(false);
         }
         let seg = head.cast::<Segment>();
         let s = segment::slab_of(seg, ptr);
         let h = heap::current();
         let b = ptr.cast::<Block>();
         if (*seg).thread_id.load(Ordering::Relaxed) == h as usize {
-            (*b).next = (*s).free;
+            let first = (*s).free;
+            if b == first || (*s).state != SPAN_SLAB {
+                bad_free(b == first);
+            }
+            slab::link(s, b, first);
             (*s).free = b;
             (*s).used -= 1;
             (*s).free_is_zero = false;
@@ -107,6 +114,16 @@ unsafe fn free(ptr: *mut u8) {
     }
 }
 
+/// Aborts on a free the allocator can tell is wrong.
+#[cold]
+#[inline(never)]
+fn bad_free(double: bool) -> ! {
+    if double {
+        os::fatal("memcg: double free detected (block freed twice in a row)\n");
+    }
+    os::fatal("memcg: free of a pointer that is not a live block of this allocator\n");
+}
+
 /// A free by a thread that does not own the slab.
 #[inline(never)]
 unsafe fn remote_free(h: *mut heap::Heap, seg: *mut Segment, s: *mut segment::Slab, b: *mut Block) {
@@ -115,6 +132,9 @@ unsafe fn remote_free(h: *mut heap::Heap, seg: *mut Segment, s: *mut segment::Sl
     unsafe {
         // Credit the slab's group before the push: after it, the owner may
         // release the slab and with it the group reference.
+        if (*s).state != SPAN_SLAB {
+            bad_free(false);
+        }
         let bytes = (*s).block_size as usize;
         let owner = (*s).owner;
         if !heap::is_placeholder(h) && (*(*h).current).node == owner {

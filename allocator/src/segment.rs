@@ -52,10 +52,11 @@ pub const LIST_ORPHAN: u8 = 3;
 pub const SPAN_FREE: u8 = 0;
 pub const SPAN_SLAB: u8 = 1;
 
-/// A free block: its first word links to the next.
+/// A free block: its first word links to the next, stored encoded (see
+/// `slab::link` and `slab::next_of`).
 #[repr(C)]
 pub struct Block {
-    pub next: *mut Block,
+    pub next: usize,
 }
 
 /// The start shared by small segments and large blocks: what a free reads
@@ -107,6 +108,8 @@ pub struct Slab {
     pub prev: *mut Slab,
     /// Free span: when it became dirty (ms).
     pub freed_at: u64,
+    /// Slab: the key free-list links are stored under (see `slab::link`).
+    pub key: usize,
 }
 
 // SAFETY: the only shared `Slab` is the immutable empty sentinel; other
@@ -137,6 +140,7 @@ pub static EMPTY_SLAB: Slab = Slab {
     next: null_mut(),
     prev: null_mut(),
     freed_at: 0,
+    key: 0,
 };
 
 /// The sentinel as a list head.

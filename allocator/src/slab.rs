@@ -5,7 +5,47 @@ use crate::os::PAGE_SIZE;
 use crate::segment::{Block, Slab, LIST_PARTIAL, SLICE_SIZE};
 use crate::size_class::class_size;
 use core::ptr::null_mut;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// Process-wide secret mixed into every slab's free-list key.
+static SECRET: AtomicUsize = AtomicUsize::new(0);
+
+/// Picks the free-list secret (once, before the first slab exists).
+pub fn init_secret() {
+    if SECRET.load(Ordering::Relaxed) != 0 {
+        return;
+    }
+    let mut v: usize = 0;
+    // SAFETY: getrandom writes at most the given length into `v`.
+    let got = unsafe {
+        libc::getrandom(
+            (&raw mut v).cast(),
+            core::mem::size_of::<usize>(),
+            libc::GRND_NONBLOCK,
+        )
+    };
+    if got != core::mem::size_of::<usize>() as isize {
+        v = (crate::os::now_ms() as usize).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (&raw const v as usize);
+    }
+    let _ = SECRET.compare_exchange(0, v | 1, Ordering::Relaxed, Ordering::Relaxed);
+}
+
+/// Stores a free-list link: the next block's address XOR the slab's key,
+/// so a buffer overflow or a use after free that reads or writes a free
+/// block's first word does not see or plant a plain pointer.
+#[inline(always)]
+pub unsafe fn link(s: *mut Slab, b: *mut Block, next: *mut Block) {
+    // SAFETY: the caller passes a free block of slab `s`.
+    unsafe { (*b).next = next as usize ^ (*s).key };
+}
+
+/// Reads a free-list link written by [`link`].
+#[inline(always)]
+pub unsafe fn next_of(s: *mut Slab, b: *mut Block) -> *mut Block {
+    // SAFETY: the caller passes a free block of slab `s`.
+    unsafe { ((*b).next ^ (*s).key) as *mut Block }
+}
 
 /// Most slices a slab spans.
 const MAX_SLAB_SLICES: usize = 32;
@@ -41,6 +81,7 @@ pub unsafe fn init(d: *mut Slab, class: usize, cache: *mut crate::cache::Cache) 
         (*d).list = LIST_PARTIAL;
         (*d).remote.store(null_mut(), Ordering::Relaxed);
         (*d).cache = cache;
+        (*d).key = SECRET.load(Ordering::Relaxed) ^ (d as usize).rotate_left(29);
         (*d).owner = (*cache).node;
         (*(*d).owner).note_slab(class, bytes, true);
         (*d).next = null_mut();
@@ -66,10 +107,10 @@ pub unsafe fn carve(s: *mut Slab) -> bool {
         let mut p = first;
         for _ in 1..n {
             let next = p.add(bs);
-            (*p.cast::<Block>()).next = next.cast();
+            link(s, p.cast(), next.cast());
             p = next;
         }
-        (*p.cast::<Block>()).next = null_mut();
+        link(s, p.cast(), null_mut());
         (*s).free = first.cast();
         (*s).carved += n;
         (*s).free_is_zero = (*s).fresh;
@@ -91,11 +132,15 @@ pub unsafe fn collect_remote(s: *mut Slab) -> u32 {
         let head = (*s).remote.swap(null_mut(), Ordering::Acquire);
         let mut n = 1;
         let mut tail = head;
-        while !(*tail).next.is_null() {
-            tail = (*tail).next;
+        loop {
+            let next = next_of(s, tail);
+            if next.is_null() {
+                break;
+            }
+            tail = next;
             n += 1;
         }
-        (*tail).next = (*s).free;
+        link(s, tail, (*s).free);
         (*s).free = head;
         (*s).used -= n;
         (*s).free_is_zero = false;
@@ -115,7 +160,12 @@ pub unsafe fn push_remote(s: *mut Slab, b: *mut Block) {
     unsafe {
         let mut head = (*s).remote.load(Ordering::Relaxed);
         loop {
-            (*b).next = head;
+            if head == b {
+                crate::os::fatal(
+                    "memcg: double free detected (block freed twice from another thread)\n",
+                );
+            }
+            link(s, b, head);
             match (*s)
                 .remote
                 .compare_exchange_weak(head, b, Ordering::Release, Ordering::Relaxed)
