@@ -174,7 +174,19 @@ pub unsafe fn alloc(cache: *mut Cache, class: usize) -> *mut u8 {
 pub unsafe fn alloc_zeroed(cache: *mut Cache, class: usize) -> *mut u8 {
     // SAFETY: as in `alloc`; the block is ours to write once popped.
     unsafe {
-        let (p, zero) = alloc_slow(cache, class);
+        let s = (*class_list(cache, class)).head;
+        let b = (*s).free;
+        let bs = (*s).block_size as isize;
+        let r = (*cache).reserve.load(Ordering::Relaxed) - bs;
+        let (p, zero) = if !b.is_null() && r >= 0 {
+            (*cache).reserve.store(r, Ordering::Relaxed);
+            let zero = (*s).free_is_zero;
+            (*s).free = slab::next_of(s, b);
+            (*s).used += 1;
+            (b.cast::<u8>(), zero)
+        } else {
+            alloc_slow(cache, class)
+        };
         if !p.is_null() {
             let len = if zero {
                 core::mem::size_of::<usize>()
