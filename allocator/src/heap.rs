@@ -652,7 +652,10 @@ pub fn adjust_fallible(enter: bool) {
     }
 }
 
-/// Hands every reserve of this thread back to its group.
+/// Hands every reserve of this thread back to its group, drops caches of
+/// dead groups, and settles frees other threads made: remote frees to this
+/// thread's slabs and to abandoned segments (which this thread adopts), so
+/// slabs they emptied go back and release their groups.
 pub fn flush() {
     let h = current();
     if is_placeholder(h) {
@@ -667,6 +670,8 @@ pub fn flush() {
             c = (*c).next;
         }
         sweep_dead_caches(h);
+        while !adopt_one(h).is_null() {}
+        collect_remote_frees_all(h);
     }
 }
 

@@ -77,6 +77,12 @@ impl Group {
     /// now, or when an allocation made in it was denied since the last
     /// check.
     pub fn check(&self) -> Result<(), Exceeded> {
+        // The error is built in the root: the group may be refusing every
+        // allocation.
+        crate::bypass(|| self.check_now())
+    }
+
+    fn check_now(&self) -> Result<(), Exceeded> {
         if self.node().take_denied() {
             if let Some(e) = self.last_exceeded() {
                 return Err(e);
@@ -101,6 +107,10 @@ impl Group {
     /// The last exceed caused by allocations made in this group.
     pub fn last_exceeded(&self) -> Option<Exceeded> {
         let info = self.node().last_exceed()?;
+        crate::bypass(|| self.describe(info))
+    }
+
+    fn describe(&self, info: memcg_alloc::groups::ExceedInfo) -> Option<Exceeded> {
         Some(Exceeded {
             group: Group::by_id(info.level_id)
                 .map(|g| g.path().to_string())

@@ -37,13 +37,15 @@ impl<F: Future> Future for Run<F> {
             (_, Some(e)) => {
                 // Drop the tenant's work while still in its group.
                 this.inner = None;
-                let e = e.unwrap_or_else(|| crate::error::Exceeded {
-                    group: this.group.path().to_string(),
-                    limit: crate::error::Limit::Max,
-                    limit_bytes: this.group.max().unwrap_or(usize::MAX),
-                    usage: this.group.current(),
-                    request: 0,
-                    denied: false,
+                let e = e.unwrap_or_else(|| {
+                    crate::bypass(|| crate::error::Exceeded {
+                        group: this.group.path().to_string(),
+                        limit: crate::error::Limit::Max,
+                        limit_bytes: this.group.max().unwrap_or(usize::MAX),
+                        usage: this.group.current(),
+                        request: 0,
+                        denied: false,
+                    })
                 });
                 Poll::Ready(Err(e))
             }

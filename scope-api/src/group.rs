@@ -290,10 +290,12 @@ impl Group {
 
     /// Live groups with this parent.
     pub fn children(&self) -> Vec<Group> {
-        live_groups()
-            .into_iter()
-            .filter(|g| g.inner.parent.as_ref().is_some_and(|p| p == self))
-            .collect()
+        crate::bypass(|| {
+            live_groups()
+                .into_iter()
+                .filter(|g| g.inner.parent.as_ref().is_some_and(|p| p == self))
+                .collect()
+        })
     }
 
     /// The live group with this node id, if any.

@@ -73,7 +73,14 @@ pub struct Stats {
 
 impl Group {
     /// The group's statistics now.
+    ///
+    /// The snapshot is allocated in the root group, so it can be taken from
+    /// inside a group that refuses allocations.
     pub fn stats(&self) -> Stats {
+        crate::bypass(|| self.stats_now())
+    }
+
+    fn stats_now(&self) -> Stats {
         let n = self.node();
         let classes: Vec<ClassStats> = (0..memcg_alloc::groups::NUM_CLASSES)
             .filter_map(|c| {
@@ -160,6 +167,10 @@ fn human(n: usize) -> String {
 
 /// The tree of live groups, one line each: current, peak, max and events.
 pub fn report() -> String {
+    crate::bypass(report_now)
+}
+
+fn report_now() -> String {
     let groups = live_groups();
     let mut out = String::new();
     fn line(out: &mut String, g: &Group, depth: usize) {
