@@ -536,6 +536,7 @@ pub fn purge_all() {
         }
     }
     PURGE_REQUESTS.fetch_add(1, Ordering::Relaxed);
+    crate::large_cache::purge();
     // SAFETY: `h` is this thread's heap.
     unsafe {
         (*h).purge_seen = PURGE_REQUESTS.load(Ordering::Relaxed);

@@ -8,6 +8,7 @@
 
 use crate::group::{ChargeMode, GroupNode};
 use crate::heap;
+use crate::large_cache;
 use crate::os::{self, PAGE_SIZE};
 use crate::segment::{SegmentHead, KIND_LARGE, SEGMENT_SIZE};
 use crate::stats;
@@ -58,9 +59,9 @@ fn charge(bytes: usize) -> *mut GroupNode {
     }
 }
 
-/// Maps a large block (zeroed); null when it cannot be had or a limit
-/// denies it.
-pub fn alloc(size: usize, align: usize) -> *mut u8 {
+/// Maps a large block (zeroed when `zero`); null when it cannot be had or
+/// a limit denies it.
+pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     let Some(body) = round_page(size.max(1)) else {
         return null_mut();
     };
@@ -71,7 +72,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     if node.is_null() {
         return null_mut();
     }
-    let p = map_block(body, align);
+    let p = map_block(body, align, zero);
     // SAFETY: `node` was just charged and is live (the thread is in it).
     unsafe {
         if p.is_null() {
@@ -89,12 +90,28 @@ fn head_of_block(p: *mut u8) -> *mut LargeBlock {
 }
 
 /// Maps the block and writes its header (but the node).
-fn map_block(body: usize, align: usize) -> *mut u8 {
+fn map_block(body: usize, align: usize, zero: bool) -> *mut u8 {
     let (hdr, offset) = if align < SEGMENT_SIZE {
         let offset = align.max(PAGE_SIZE);
         let Some(len) = body.checked_add(offset) else {
             return null_mut();
         };
+        let reused = large_cache::take(len);
+        if !reused.is_null() {
+            let b = reused.cast::<LargeBlock>();
+            // SAFETY: a kept mapping is ours alone once taken; its header
+            // page is mapped.
+            unsafe {
+                (*b).head.kind = KIND_LARGE;
+                (*b).map_len = len;
+                (*b).offset = offset;
+                (*b).align = align;
+                if zero {
+                    core::ptr::write_bytes(reused.add(offset), 0, body);
+                }
+                return reused.add(offset);
+            }
+        }
         let hdr = os::map_aligned(len, SEGMENT_SIZE);
         if hdr.is_null() {
             return null_mut();
@@ -171,8 +188,13 @@ pub unsafe fn free(b: *mut LargeBlock) {
         let len = (*b).map_len;
         let node = (*b).node;
         GroupNode::uncharge(node, len - (*b).offset, false);
-        note_mapping(-(len as isize));
-        os::unmap(b.cast(), len);
+        // A kept mapping is no block: a late second free of it must not
+        // pass for one.
+        (*b).head.kind = 0;
+        if !large_cache::put(b.cast(), len) {
+            note_mapping(-(len as isize));
+            os::unmap(b.cast(), len);
+        }
         GroupNode::release(node);
     }
 }

@@ -14,6 +14,7 @@ mod group;
 pub mod groups;
 mod heap;
 mod large;
+mod large_cache;
 mod meta_pool;
 mod os;
 mod segment;
@@ -67,7 +68,7 @@ fn alloc_any(size: usize, align: usize, zero: bool) -> *mut u8 {
                 }
             }
         }
-        None => large::alloc(size, align),
+        None => large::alloc(size, align, zero),
     }
 }
 

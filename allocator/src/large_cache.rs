@@ -1,0 +1,136 @@
+//! A small cache of freed large-block mappings, so programs that allocate
+//! and free large blocks repeatedly reuse mappings instead of paying for
+//! `mmap`, trimming and `munmap` (and fresh page faults) every time.
+//!
+//! Slots hold a segment-aligned header address with the mapping's length in
+//! pages packed into the low bits, so a scan reads nothing but the slots; a
+//! slot is taken with a compare-and-swap before its mapping is touched.
+//! Mappings wait at most [`HOLD_MS`] (checked as blocks come and go) and
+//! `purge` unmaps them all. Lock-free throughout.
+
+use crate::os::{self, PAGE_SIZE};
+use crate::segment::{SEGMENT_SHIFT, SEGMENT_SIZE};
+use crate::stats;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+const SLOTS: usize = 32;
+/// Largest mapping kept.
+const MAX_KEPT: usize = 32 << 20;
+/// Most bytes kept in all.
+const MAX_TOTAL: usize = 128 << 20;
+/// How long a kept mapping waits for reuse before it is unmapped: longer
+/// than the slab purge delay, since a mapping costs three system calls to
+/// make and one to drop, and a large block's pages fault in anew.
+pub const HOLD_MS: u64 = 1000;
+const LEN_MASK: usize = (1 << SEGMENT_SHIFT) - 1;
+
+static SLOT: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+static KEPT: AtomicUsize = AtomicUsize::new(0);
+static NEXT_SWEEP: AtomicU64 = AtomicU64::new(0);
+/// When each slot's mapping was put there (ms).
+static KEPT_AT: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+
+fn pack(hdr: *mut u8, len: usize) -> usize {
+    hdr as usize | (len / PAGE_SIZE)
+}
+
+fn unpack(v: usize) -> (*mut u8, usize) {
+    ((v & !LEN_MASK) as *mut u8, (v & LEN_MASK) * PAGE_SIZE)
+}
+
+/// Offers a freed mapping (segment-aligned, `len` bytes, no live block);
+/// false when the cache does not take it (the caller unmaps it).
+///
+/// # Safety
+/// The mapping is the caller's to give away.
+pub unsafe fn put(hdr: *mut u8, len: usize) -> bool {
+    if len > MAX_KEPT || hdr as usize & (SEGMENT_SIZE - 1) != 0 {
+        return false;
+    }
+    if KEPT.fetch_add(len, Ordering::Relaxed) + len > MAX_TOTAL {
+        KEPT.fetch_sub(len, Ordering::Relaxed);
+        return false;
+    }
+    let now = os::now_ms();
+    for (i, s) in SLOT.iter().enumerate() {
+        if s.load(Ordering::Relaxed) == 0
+            && s.compare_exchange(0, pack(hdr, len), Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+        {
+            KEPT_AT[i].store(now, Ordering::Relaxed);
+            stats::note_active(-(len as isize));
+            sweep(now);
+            return true;
+        }
+    }
+    KEPT.fetch_sub(len, Ordering::Relaxed);
+    false
+}
+
+/// Takes a kept mapping of at least `len` bytes (at most half again as
+/// large), trimmed to exactly `len`; null when none fits. Its contents are
+/// whatever its last block left.
+pub fn take(len: usize) -> *mut u8 {
+    if len > MAX_KEPT || KEPT.load(Ordering::Relaxed) == 0 {
+        return core::ptr::null_mut();
+    }
+    for s in SLOT.iter() {
+        let v = s.load(Ordering::Relaxed);
+        if v == 0 {
+            continue;
+        }
+        let (hdr, have) = unpack(v);
+        if have < len || have > len + len / 2 {
+            continue;
+        }
+        if s.compare_exchange(v, 0, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        KEPT.fetch_sub(have, Ordering::Relaxed);
+        if have > len {
+            // SAFETY: the tail is part of the mapping we now own, unused.
+            unsafe { os::unmap(hdr.add(len), have - len) };
+            stats::note_mapped(-((have - len) as isize));
+            stats::note_resident(-((have - len) as isize));
+        }
+        stats::note_active(len as isize);
+        return hdr;
+    }
+    core::ptr::null_mut()
+}
+
+/// Unmaps kept mappings older than [`HOLD_MS`], at most a few times per
+/// hold time.
+fn sweep(now: u64) {
+    if now < NEXT_SWEEP.load(Ordering::Relaxed) {
+        return;
+    }
+    NEXT_SWEEP.store(now + HOLD_MS / 4, Ordering::Relaxed);
+    release_older_than(now.saturating_sub(HOLD_MS));
+}
+
+fn release_older_than(older_than: u64) {
+    for (i, s) in SLOT.iter().enumerate() {
+        let v = s.load(Ordering::Relaxed);
+        if v == 0 || KEPT_AT[i].load(Ordering::Relaxed) > older_than {
+            continue;
+        }
+        if s.compare_exchange(v, 0, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            let (hdr, len) = unpack(v);
+            KEPT.fetch_sub(len, Ordering::Relaxed);
+            // SAFETY: the slot held the only reference to this mapping.
+            unsafe { os::unmap(hdr, len) };
+            stats::note_mapped(-(len as isize));
+            stats::note_resident(-(len as isize));
+        }
+    }
+}
+
+/// Unmaps every kept mapping.
+pub fn purge() {
+    release_older_than(u64::MAX);
+}
