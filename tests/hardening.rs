@@ -76,6 +76,31 @@ fn bad_frees_in_child() {
                 GLOBAL.dealloc(victim, l);
             }
         }
+        Ok("foreign") => {
+            // SAFETY: deliberately wrong: a block from another allocator.
+            unsafe {
+                let p = std::alloc::System.alloc(layout());
+                GLOBAL.dealloc(p, layout());
+            }
+        }
+        Ok("interior") => {
+            // SAFETY: deliberately wrong: a pointer inside a small block.
+            unsafe {
+                let p = GLOBAL.alloc(layout());
+                GLOBAL.dealloc(p.add(8), layout());
+            }
+        }
+        Ok("double-later") => {
+            // SAFETY: deliberately wrong: `a` is freed again after another
+            // free put `b` at the head of the free list.
+            unsafe {
+                let a = GLOBAL.alloc(layout());
+                let b = GLOBAL.alloc(layout());
+                GLOBAL.dealloc(a, layout());
+                GLOBAL.dealloc(b, layout());
+                GLOBAL.dealloc(a, layout());
+            }
+        }
         _ => return,
     }
     // Reaching here means the bad free went unnoticed.
@@ -104,4 +129,25 @@ fn free_of_an_interior_pointer_of_a_large_block_aborts() {
 fn free_into_a_released_slab_aborts() {
     let err = run_child("bad_frees_in_child", "freed-slab");
     assert!(err.contains("not a live block"), "stderr: {err}");
+}
+
+#[cfg(feature = "checks")]
+#[test]
+fn checks_free_of_a_foreign_pointer_aborts() {
+    let err = run_child("bad_frees_in_child", "foreign");
+    assert!(err.contains("does not own"), "stderr: {err}");
+}
+
+#[cfg(feature = "checks")]
+#[test]
+fn checks_free_of_an_interior_pointer_aborts() {
+    let err = run_child("bad_frees_in_child", "interior");
+    assert!(err.contains("not the start of a block"), "stderr: {err}");
+}
+
+#[cfg(feature = "checks")]
+#[test]
+fn checks_double_free_deeper_in_the_free_list_aborts() {
+    let err = run_child("bad_frees_in_child", "double-later");
+    assert!(err.contains("double free"), "stderr: {err}");
 }

@@ -146,6 +146,8 @@ fn map_block(body: usize, align: usize, zero: bool) -> *mut u8 {
     };
     let map_len = offset + body;
     let b = hdr.cast::<LargeBlock>();
+    #[cfg(feature = "checks")]
+    crate::ownership::set(hdr as usize, true);
     // SAFETY: the header page is ours and freshly mapped.
     unsafe {
         (*b).head.kind = KIND_LARGE;
@@ -192,6 +194,8 @@ pub unsafe fn free(b: *mut LargeBlock) {
         // pass for one.
         (*b).head.kind = 0;
         if !large_cache::put(b.cast(), len) {
+            #[cfg(feature = "checks")]
+            crate::ownership::set(b as usize, false);
             note_mapping(-(len as isize));
             os::unmap(b.cast(), len);
         }
@@ -254,6 +258,11 @@ pub unsafe fn realloc(b: *mut LargeBlock, new_size: usize) -> *mut u8 {
                 return null_mut();
             }
             nb = dst.cast::<LargeBlock>();
+            #[cfg(feature = "checks")]
+            {
+                crate::ownership::set(hdr as usize, false);
+                crate::ownership::set(dst as usize, true);
+            }
         }
         (*nb).map_len = new_len;
         note_mapping(grow as isize);

@@ -122,6 +122,8 @@ fn release_older_than(older_than: u64) {
         {
             let (hdr, len) = unpack(v);
             KEPT.fetch_sub(len, Ordering::Relaxed);
+            #[cfg(feature = "checks")]
+            crate::ownership::set(hdr as usize, false);
             // SAFETY: the slot held the only reference to this mapping.
             unsafe { os::unmap(hdr, len) };
             stats::note_mapped(-(len as isize));

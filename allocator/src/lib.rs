@@ -17,6 +17,8 @@ mod large;
 mod large_cache;
 mod meta_pool;
 mod os;
+#[cfg(feature = "checks")]
+mod ownership;
 mod segment;
 mod size_class;
 mod slab;
@@ -79,6 +81,10 @@ fn alloc_any(size: usize, align: usize, zero: bool) -> *mut u8 {
 #[inline(always)]
 unsafe fn free(ptr: *mut u8) {
     let head = segment::head_of(ptr);
+    #[cfg(feature = "checks")]
+    if !ownership::owns(head as usize) {
+        os::fatal("memcg: free of a pointer this allocator does not own\n");
+    }
     // SAFETY: every block lies in a segment or behind a large header, both
     // mapped while the block lives.
     unsafe {
@@ -97,6 +103,8 @@ unsafe fn free(ptr: *mut u8) {
             if b == first || (*s).state != SPAN_SLAB {
                 bad_free(b == first);
             }
+            #[cfg(feature = "checks")]
+            slab::check_free(s, b);
             slab::link(s, b, first);
             (*s).free = b;
             (*s).used -= 1;

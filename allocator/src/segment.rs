@@ -212,6 +212,8 @@ impl Segment {
             return null_mut();
         }
         let seg = mem.cast::<Segment>();
+        #[cfg(feature = "checks")]
+        crate::ownership::set(seg as usize, true);
         let header_bytes = HEADER_SLICES * SLICE_SIZE;
         stats::note_mapped(SEGMENT_SIZE as isize);
         stats::note_resident(header_bytes as isize);
@@ -236,6 +238,8 @@ impl Segment {
     pub unsafe fn destroy(seg: *mut Segment) {
         // SAFETY: the caller guarantees nothing refers to the segment.
         unsafe {
+            #[cfg(feature = "checks")]
+            crate::ownership::set(seg as usize, false);
             stats::note_resident(-((*seg).resident as isize));
             stats::note_mapped(-(SEGMENT_SIZE as isize));
             os::unmap(seg.cast(), SEGMENT_SIZE);

@@ -185,3 +185,27 @@ pub unsafe fn has_room(s: *mut Slab) -> bool {
     // SAFETY: owner-only read.
     unsafe { !(*s).free.is_null() || (*s).carved < (*s).capacity }
 }
+
+/// With `checks`: aborts unless `b` is the start of a block of `s` that is
+/// not already on its local free list.
+///
+/// # Safety
+/// Owner thread only; `s` is a live slab.
+#[cfg(feature = "checks")]
+pub unsafe fn check_free(s: *mut Slab, b: *mut Block) {
+    // SAFETY: owner-only walk of the slab's free list.
+    unsafe {
+        let off = (b as usize).wrapping_sub((*s).start as usize);
+        let bs = (*s).block_size as usize;
+        if off >= (*s).capacity as usize * bs || off % bs != 0 {
+            crate::os::fatal("memcg: free of a pointer that is not the start of a block\n");
+        }
+        let mut p = (*s).free;
+        while !p.is_null() {
+            if p == b {
+                crate::os::fatal("memcg: double free detected (block already free)\n");
+            }
+            p = next_of(s, p);
+        }
+    }
+}
