@@ -167,7 +167,8 @@ pub unsafe fn alloc(cache: *mut Cache, class: usize) -> *mut u8 {
     }
 }
 
-/// Allocates a zeroed block of `class`, clearing only what is not known zero.
+/// Allocates a zeroed block of `class`; a block carved from memory fresh
+/// from the OS is cleared only where the free list wrote.
 ///
 /// # Safety
 /// As for [`alloc`].
@@ -180,10 +181,9 @@ pub unsafe fn alloc_zeroed(cache: *mut Cache, class: usize) -> *mut u8 {
         let r = (*cache).reserve.load(Ordering::Relaxed) - bs;
         let (p, zero) = if !b.is_null() && r >= 0 {
             (*cache).reserve.store(r, Ordering::Relaxed);
-            let zero = (*s).free_is_zero;
             (*s).free = slab::next_of(s, b);
             (*s).used += 1;
-            (b.cast::<u8>(), zero)
+            (b.cast::<u8>(), false)
         } else {
             alloc_slow(cache, class)
         };
@@ -267,14 +267,19 @@ unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
         loop {
             let s = (*cl).head;
             if s != empty_slab() {
-                if (*s).free.is_null() && slab::collect_remote(s) == 0 && !slab::carve(s) {
-                    // No room left: park it on the full list and try the next.
-                    unlink_partial(cl, s);
-                    push_full(cl, s);
-                    continue;
+                // A block carved just now from never-touched memory reads
+                // as zero but for its link word.
+                let mut zero = false;
+                if (*s).free.is_null() && slab::collect_remote(s) == 0 {
+                    if !slab::carve(s) {
+                        // No room left: park it on the full list, try the next.
+                        unlink_partial(cl, s);
+                        push_full(cl, s);
+                        continue;
+                    }
+                    zero = (*s).fresh;
                 }
                 let b = (*s).free;
-                let zero = (*s).free_is_zero;
                 (*s).free = slab::next_of(s, b);
                 (*s).used += 1;
                 add_reserve(cache, -bs);

@@ -108,7 +108,6 @@ unsafe fn free(ptr: *mut u8) {
             slab::link(s, b, first);
             (*s).free = b;
             (*s).used -= 1;
-            (*s).free_is_zero = false;
             // Slow only for a full or orphaned slab, or an emptied one that
             // is not the allocation head (an empty head is kept).
             let list = (*s).list;
@@ -165,7 +164,7 @@ unsafe impl GlobalAlloc for SlabAlloc {
     #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let size = layout.size();
-        if layout.align() <= 8 && size <= MAX_SMALL {
+        if size <= MAX_SMALL && layout.align() <= 8 {
             // SAFETY: as in `alloc_any`.
             return unsafe { cache::alloc(heap::current_cache(), class_of(size)) };
         }

@@ -84,8 +84,6 @@ pub struct Slab {
     /// [`LIST_HEAD`] or [`LIST_FULL`]), so a free can tell in one load
     /// whether it needs the slow path.
     pub list: u8,
-    /// Slab: every block on `free` reads as zero but for its link word.
-    pub free_is_zero: bool,
     /// Slab: the span was clean when the slab was made.
     pub fresh: bool,
     pub class: u8,
@@ -125,7 +123,6 @@ pub static EMPTY_SLAB: Slab = Slab {
     state: SPAN_SLAB,
     dirty: false,
     list: LIST_PARTIAL,
-    free_is_zero: false,
     fresh: false,
     class: 0,
     block_size: 0,

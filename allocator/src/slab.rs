@@ -77,7 +77,6 @@ pub unsafe fn init(d: *mut Slab, class: usize, cache: *mut crate::cache::Cache) 
         (*d).carved = 0;
         (*d).used = 0;
         (*d).free = null_mut();
-        (*d).free_is_zero = false;
         (*d).list = LIST_PARTIAL;
         (*d).remote.store(null_mut(), Ordering::Relaxed);
         (*d).cache = cache;
@@ -113,7 +112,6 @@ pub unsafe fn carve(s: *mut Slab) -> bool {
         link(s, p.cast(), null_mut());
         (*s).free = first.cast();
         (*s).carved += n;
-        (*s).free_is_zero = (*s).fresh;
         true
     }
 }
@@ -143,7 +141,6 @@ pub unsafe fn collect_remote(s: *mut Slab) -> u32 {
         link(s, tail, (*s).free);
         (*s).free = head;
         (*s).used -= n;
-        (*s).free_is_zero = false;
         n
     }
 }
