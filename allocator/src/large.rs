@@ -25,6 +25,9 @@ pub struct LargeBlock {
     pub align: usize,
     /// The group charged for the block (holds a reference).
     pub node: *mut GroupNode,
+    /// Bytes charged: the block's page-rounded size (the mapping may be
+    /// larger when it was reused from the cache, leaving room to grow).
+    pub charged: usize,
 }
 
 fn round_page(n: usize) -> Option<usize> {
@@ -80,6 +83,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
         } else {
             (*node).acquire();
             (*head_of_block(p)).node = node;
+            (*head_of_block(p)).charged = body;
         }
     }
     p
@@ -96,14 +100,14 @@ fn map_block(body: usize, align: usize, zero: bool) -> *mut u8 {
         let Some(len) = body.checked_add(offset) else {
             return null_mut();
         };
-        let reused = large_cache::take(len);
+        let (reused, have) = large_cache::take(len);
         if !reused.is_null() {
             let b = reused.cast::<LargeBlock>();
             // SAFETY: a kept mapping is ours alone once taken; its header
             // page is mapped.
             unsafe {
                 (*b).head.kind = KIND_LARGE;
-                (*b).map_len = len;
+                (*b).map_len = have;
                 (*b).offset = offset;
                 (*b).align = align;
                 if zero {
@@ -170,13 +174,14 @@ pub unsafe fn is_block(b: *mut LargeBlock, ptr: *mut u8) -> bool {
     unsafe { b.cast::<u8>().add((*b).offset) == ptr && (*b).map_len > (*b).offset }
 }
 
-/// Usable bytes of the block.
+/// Usable bytes of the block: its page-rounded size, what is charged (a
+/// reused mapping may hold more, kept for growth in place).
 ///
 /// # Safety
 /// `b` is the header of a live large block.
 pub unsafe fn usable(b: *mut LargeBlock) -> usize {
     // SAFETY: the caller guarantees a live header.
-    unsafe { (*b).map_len - (*b).offset }
+    unsafe { (*b).charged }
 }
 
 /// Unmaps a large block.
@@ -189,7 +194,7 @@ pub unsafe fn free(b: *mut LargeBlock) {
     unsafe {
         let len = (*b).map_len;
         let node = (*b).node;
-        GroupNode::uncharge(node, len - (*b).offset, false);
+        GroupNode::uncharge(node, (*b).charged, false);
         // A kept mapping is no block: a late second free of it must not
         // pass for one.
         (*b).head.kind = 0;
@@ -211,8 +216,11 @@ pub unsafe fn free(b: *mut LargeBlock) {
 pub unsafe fn realloc(b: *mut LargeBlock, new_size: usize) -> *mut u8 {
     // SAFETY: the caller guarantees a live header; remaps keep the contents.
     unsafe {
-        let (old_len, offset) = ((*b).map_len, (*b).offset);
-        let Some(new_len) = round_page(new_size.max(1)).and_then(|n| n.checked_add(offset)) else {
+        let (old_len, offset, charged) = ((*b).map_len, (*b).offset, (*b).charged);
+        let Some(body) = round_page(new_size.max(1)) else {
+            return null_mut();
+        };
+        let Some(new_len) = body.checked_add(offset) else {
             return null_mut();
         };
         if new_len > isize::MAX as usize {
@@ -220,26 +228,34 @@ pub unsafe fn realloc(b: *mut LargeBlock, new_size: usize) -> *mut u8 {
         }
         let hdr = b.cast::<u8>();
         let node = (*b).node;
-        if new_len == old_len {
-            return hdr.add(offset);
-        }
-        if new_len < old_len {
-            os::unmap(hdr.add(new_len), old_len - new_len);
-            GroupNode::uncharge(node, old_len - new_len, false);
-            (*b).map_len = new_len;
-            note_mapping(new_len as isize - old_len as isize);
+        if body < charged {
+            GroupNode::uncharge(node, charged - body, false);
+            (*b).charged = body;
+            if new_len * 2 <= old_len {
+                // Much smaller: give the tail back.
+                os::unmap(hdr.add(new_len), old_len - new_len);
+                (*b).map_len = new_len;
+                note_mapping(new_len as isize - old_len as isize);
+            }
             return hdr.add(offset);
         }
         // Growth is charged to the block's group, whichever group the
         // resizing thread is in.
-        let grow = new_len - old_len;
-        let mode = if (*heap::current()).fallible > 0 {
-            ChargeMode::Fallible
-        } else {
-            ChargeMode::Normal
-        };
-        if GroupNode::charge(node, grow, false, mode).is_err() {
-            return null_mut();
+        let grow = body - charged;
+        if grow > 0 {
+            let mode = if (*heap::current()).fallible > 0 {
+                ChargeMode::Fallible
+            } else {
+                ChargeMode::Normal
+            };
+            if GroupNode::charge(node, grow, false, mode).is_err() {
+                return null_mut();
+            }
+        }
+        if new_len <= old_len {
+            // Room in the mapping already.
+            (*b).charged = body;
+            return hdr.add(offset);
         }
         let mut nb = b;
         if !os::remap_in_place(hdr, old_len, new_len) {
@@ -265,7 +281,8 @@ pub unsafe fn realloc(b: *mut LargeBlock, new_size: usize) -> *mut u8 {
             }
         }
         (*nb).map_len = new_len;
-        note_mapping(grow as isize);
+        (*nb).charged = body;
+        note_mapping(new_len as isize - old_len as isize);
         nb.cast::<u8>().add(offset)
     }
 }

@@ -67,38 +67,42 @@ pub unsafe fn put(hdr: *mut u8, len: usize) -> bool {
     false
 }
 
-/// Takes a kept mapping of at least `len` bytes (at most half again as
-/// large), trimmed to exactly `len`; null when none fits. Its contents are
-/// whatever its last block left.
-pub fn take(len: usize) -> *mut u8 {
+/// Takes the best-fitting kept mapping of `len` to `4 * len` bytes and
+/// returns it with its length, or null. Its contents are whatever its last
+/// block left; the room past `len` lets the block grow in place.
+pub fn take(len: usize) -> (*mut u8, usize) {
+    let none = (core::ptr::null_mut(), 0);
     if len > MAX_KEPT || KEPT.load(Ordering::Relaxed) == 0 {
-        return core::ptr::null_mut();
+        return none;
     }
+    // Best fit among the slots, then take it if it is still there.
+    let mut best = 0usize;
+    let mut best_len = usize::MAX;
     for s in SLOT.iter() {
         let v = s.load(Ordering::Relaxed);
         if v == 0 {
             continue;
         }
-        let (hdr, have) = unpack(v);
-        if have < len || have > len + len / 2 {
-            continue;
+        let (_, have) = unpack(v);
+        if have >= len && have <= len.saturating_mul(4) && have < best_len {
+            best = v;
+            best_len = have;
         }
-        if s.compare_exchange(v, 0, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            continue;
-        }
-        KEPT.fetch_sub(have, Ordering::Relaxed);
-        if have > len {
-            // SAFETY: the tail is part of the mapping we now own, unused.
-            unsafe { os::unmap(hdr.add(len), have - len) };
-            stats::note_mapped(-((have - len) as isize));
-            stats::note_resident(-((have - len) as isize));
-        }
-        stats::note_active(len as isize);
-        return hdr;
     }
-    core::ptr::null_mut()
+    if best == 0 {
+        return none;
+    }
+    for s in SLOT.iter() {
+        if s.load(Ordering::Relaxed) == best
+            && s.compare_exchange(best, 0, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            KEPT.fetch_sub(best_len, Ordering::Relaxed);
+            stats::note_active(best_len as isize);
+            return (unpack(best).0, best_len);
+        }
+    }
+    none
 }
 
 /// Unmaps kept mappings older than [`HOLD_MS`], at most a few times per
