@@ -155,7 +155,9 @@ pub unsafe fn alloc(cache: *mut Cache, class: usize) -> *mut u8 {
         let s = (*class_list(cache, class)).head;
         let b = (*s).free;
         if !b.is_null() {
-            let r = (*cache).reserve.load(Ordering::Relaxed) - (*s).block_size as isize;
+            // The class table, not the slab, gives the size: one load less
+            // on the chain through the slab.
+            let r = (*cache).reserve.load(Ordering::Relaxed) - class_size(class) as isize;
             if r >= 0 {
                 (*cache).reserve.store(r, Ordering::Relaxed);
                 (*s).free = slab::next_of(s, b);
