@@ -159,6 +159,9 @@ pub struct Segment {
     pub prev: *mut Segment,
     /// Slices in free spans.
     pub free_slices: usize,
+    /// A span start at or below the first free span (where a search for
+    /// free space starts).
+    pub free_hint: usize,
     /// Bytes of this segment counted as resident.
     pub resident: usize,
     // The descriptor array follows, overlaying this struct: descriptor `i`
@@ -223,6 +226,7 @@ impl Segment {
             (*seg).heap = heap;
             (*seg).resident = header_bytes;
             (*seg).free_slices = 0;
+            (*seg).free_hint = HEADER_SLICES;
             Self::make_free_span(seg, HEADER_SLICES, USABLE_SLICES, false, 0);
         }
         seg
@@ -287,11 +291,14 @@ impl Segment {
             if (*seg).free_slices < count {
                 return null_mut();
             }
-            let mut i = HEADER_SLICES;
+            let mut i = (*seg).free_hint;
             while i < SLICES {
                 let d = Self::desc(seg, i);
                 let n = (*d).slice_count as usize;
                 if (*d).state == SPAN_FREE && n >= count {
+                    if i == (*seg).free_hint {
+                        (*seg).free_hint = i + count;
+                    }
                     let dirty = (*d).dirty;
                     let at = (*d).freed_at;
                     (*seg).free_slices -= n;
@@ -369,6 +376,9 @@ impl Segment {
                 }
             }
             Self::make_free_span(seg, idx, count, dirty, at);
+            if idx < (*seg).free_hint {
+                (*seg).free_hint = idx;
+            }
             idx + count
         }
     }
