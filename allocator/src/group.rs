@@ -135,9 +135,6 @@ static NODES: MetaPool = MetaPool::new(core::mem::size_of::<GroupNode>());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// Bumped when a group dies, so threads know to drop caches of dead groups.
 pub static DEATH_EPOCH: AtomicU64 = AtomicU64::new(0);
-/// Number of groups ever created besides the root (the "static branch":
-/// zero means no group work can be pending anywhere).
-pub static GROUPS_CREATED: AtomicU64 = AtomicU64::new(0);
 
 /// A function the scope crate installs to run hooks: `(level, at, kind)`:
 /// an event of `kind` happened at `level` and is seen at `at` (`level` or
@@ -267,7 +264,6 @@ impl GroupNode {
             core::ptr::write(p, node_init(id, parent));
             (*parent).acquire();
         }
-        GROUPS_CREATED.fetch_add(1, Ordering::Relaxed);
         p
     }
 

@@ -26,8 +26,9 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 static PURGE_DELAY_MS: AtomicU64 = AtomicU64::new(10);
 /// Bumped by [`purge_all`]; heaps that see it change purge everything.
 static PURGE_REQUESTS: AtomicU64 = AtomicU64::new(0);
-/// Every this many new slabs, look for remote frees in every segment even
-/// without a raised flag (a flag can be missed in a narrow race).
+/// Every this many slow-path collections, look for remote frees in every
+/// segment even without a raised flag (a flag can be missed in a narrow
+/// race).
 const FULL_REMOTE_SCAN_EVERY: u32 = 64;
 
 /// A thread's heap.
@@ -48,7 +49,9 @@ pub struct Heap {
     pub has_dirty: bool,
     pub next_purge_ms: u64,
     pub purge_seen: u64,
-    pub new_slabs: u32,
+    /// Slow-path collections of remote frees, counting towards the next
+    /// full scan.
+    pub remote_scans: u32,
     /// The root group's cache.
     pub root: Cache,
 }
@@ -71,7 +74,7 @@ static PLACEHOLDER: Heap = Heap {
     has_dirty: false,
     next_purge_ms: 0,
     purge_seen: 0,
-    new_slabs: 0,
+    remote_scans: 0,
     root: Cache::empty(),
 };
 
@@ -193,7 +196,7 @@ pub fn init_thread() -> *mut Heap {
                 has_dirty: false,
                 next_purge_ms: 0,
                 purge_seen: PURGE_REQUESTS.load(Ordering::Relaxed),
-                new_slabs: 0,
+                remote_scans: 0,
                 root: Cache::empty(),
             },
         );
@@ -426,8 +429,8 @@ unsafe fn adopt_segment(h: *mut Heap, seg: *mut Segment) {
 pub unsafe fn collect_remote_frees(h: *mut Heap) -> bool {
     // SAFETY: owner-only.
     unsafe {
-        (*h).new_slabs = (*h).new_slabs.wrapping_add(1);
-        let all = (*h).new_slabs % FULL_REMOTE_SCAN_EVERY == 0;
+        (*h).remote_scans = (*h).remote_scans.wrapping_add(1);
+        let all = (*h).remote_scans % FULL_REMOTE_SCAN_EVERY == 0;
         collect_in_segments(h, all)
     }
 }
