@@ -4,17 +4,12 @@
 #[global_allocator]
 static GLOBAL: memcg::SlabAlloc = memcg::SlabAlloc::new();
 
+mod groups_common;
+use groups_common::*;
+
 use memcg::{BuildError, Event, EventType, Group, OnExceed};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-
-const MIB: usize = 1 << 20;
-
-fn try_alloc(n: usize) -> Option<Vec<u8>> {
-    let mut v: Vec<u8> = Vec::new();
-    v.try_reserve_exact(n).ok()?;
-    Some(v)
-}
 
 #[test]
 fn names_and_paths() {

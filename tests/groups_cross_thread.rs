@@ -5,15 +5,11 @@
 #[global_allocator]
 static GLOBAL: memcg::SlabAlloc = memcg::SlabAlloc::new();
 
+mod groups_common;
+use groups_common::*;
+
 use memcg::Group;
 use std::collections::HashSet;
-
-const MIB: usize = 1 << 20;
-
-/// Charged but unused bytes one thread may hold for one group.
-fn slack_per_thread() -> usize {
-    2 * memcg::tunables().reserve_batch
-}
 
 /// Size of the slab slices: no two groups' objects share one.
 const SLICE: usize = 16 << 10;

@@ -5,15 +5,10 @@
 #[global_allocator]
 static GLOBAL: memcg::SlabAlloc = memcg::SlabAlloc::new();
 
+mod groups_common;
+use groups_common::*;
+
 use memcg::Group;
-
-const MIB: usize = 1 << 20;
-const KIB: usize = 1 << 10;
-
-/// Charged but unused bytes one thread may hold for one group.
-fn slack_per_thread() -> usize {
-    2 * memcg::tunables().reserve_batch
-}
 
 /// A small xorshift generator, so the tests need no crates.
 struct Rng(u64);

@@ -5,15 +5,11 @@
 #[global_allocator]
 static GLOBAL: memcg::SlabAlloc = memcg::SlabAlloc::new();
 
+mod groups_common;
+use groups_common::*;
+
 use memcg::Group;
 use std::time::{Duration, Instant};
-
-const KIB: usize = 1 << 10;
-
-/// Charged but unused bytes one thread may hold for one group.
-fn slack_per_thread() -> usize {
-    2 * memcg::tunables().reserve_batch
-}
 
 /// What the allocator charges for an object of `n` bytes.
 fn charged_size(n: usize) -> usize {

@@ -5,24 +5,13 @@
 #[global_allocator]
 static GLOBAL: memcg::SlabAlloc = memcg::SlabAlloc::new();
 
+mod groups_common;
+use groups_common::*;
+
 use memcg::{Events, Group, Limit, OnExceed};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-const MIB: usize = 1 << 20;
-const KIB: usize = 1 << 10;
-
-/// Charged but unused bytes one thread may hold for one group.
-fn slack_per_thread() -> usize {
-    2 * memcg::tunables().reserve_batch
-}
-
-fn try_alloc(n: usize) -> Option<Vec<u8>> {
-    let mut v: Vec<u8> = Vec::new();
-    v.try_reserve_exact(n).ok()?;
-    Some(v)
-}
 
 #[test]
 fn children_charge_the_parent() {

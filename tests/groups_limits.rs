@@ -4,27 +4,15 @@
 #[global_allocator]
 static GLOBAL: memcg::SlabAlloc = memcg::SlabAlloc::new();
 
+mod groups_common;
+use groups_common::*;
+
 use memcg::{Group, Limit, OnExceed};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
-
-const MIB: usize = 1 << 20;
-const KIB: usize = 1 << 10;
-
-/// Charged but unused bytes one thread may hold for one group.
-fn slack_per_thread() -> usize {
-    2 * memcg::tunables().reserve_batch
-}
-
-/// Tries to allocate `n` bytes; `None` when the allocation is refused.
-fn try_alloc(n: usize) -> Option<Vec<u8>> {
-    let mut v: Vec<u8> = Vec::new();
-    v.try_reserve_exact(n).ok()?;
-    Some(v)
-}
 
 /// Fills `out` (whose capacity must not grow) with `chunk`-byte objects
 /// until the first refused allocation; returns the bytes obtained.

@@ -4,14 +4,10 @@
 #[global_allocator]
 static GLOBAL: memcg::SlabAlloc = memcg::SlabAlloc::new();
 
+mod groups_common;
+use groups_common::*;
+
 use memcg::{Group, OnExceed};
-
-const MIB: usize = 1 << 20;
-
-/// Charged but unused bytes one thread may hold for one group.
-fn slack_per_thread() -> usize {
-    2 * memcg::tunables().reserve_batch
-}
 
 #[test]
 fn million_small_objects_footprint() {

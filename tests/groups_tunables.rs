@@ -4,9 +4,10 @@
 #[global_allocator]
 static GLOBAL: memcg::SlabAlloc = memcg::SlabAlloc::new();
 
-use memcg::{Group, Tunables};
+mod groups_common;
+use groups_common::*;
 
-const MIB: usize = 1 << 20;
+use memcg::{Group, Tunables};
 
 /// A fresh thread enters `g` and allocates 8 bytes; `g`'s current, read
 /// on that thread before it exits. Nothing else allocates in `g`.
