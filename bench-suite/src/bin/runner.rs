@@ -1033,50 +1033,41 @@ fn main() {
     };
     let _ = writeln!(md, "## Time ratio to mimalloc per workload\n");
     let _ = writeln!(md, "![time ratios to mimalloc]({svg_rel})\n");
-    let _ = writeln!(md, "Median time / mimalloc's median time per cell:\n");
-    let _ = write!(md, "| workload | threads |");
-    for c in &labels {
-        let _ = write!(md, " {c} |");
-    }
-    let _ = write!(md, "\n|---|---:|");
-    for _ in &labels {
-        let _ = write!(md, "---:|");
-    }
-    let _ = writeln!(md);
-    for w in &opts.workloads {
-        for &t in &opts.threads {
-            let _ = write!(md, "| {w} | {t} |");
-            for c in &labels {
-                let r = ratio(w, t, c, "mimalloc", false);
-                let mark = if c.starts_with("memcg") && r > 1.5 {
-                    " **!**"
-                } else {
-                    ""
-                };
-                let _ = write!(md, " {}{mark} |", fmt_ratio(r));
-            }
-            let _ = writeln!(md);
+    // One table of per-cell ratios to mimalloc, of time or of peak RSS;
+    // memcg cells above the 1.5x bar are marked.
+    let ratio_table = |md: &mut String, title: &str, rss: bool| {
+        let _ = writeln!(md, "{title}\n");
+        let _ = write!(md, "| workload | threads |");
+        for c in &labels {
+            let _ = write!(md, " {c} |");
         }
-    }
-    let _ = writeln!(md, "\nPeak RSS / mimalloc's peak RSS per cell:\n");
-    let _ = write!(md, "| workload | threads |");
-    for c in &labels {
-        let _ = write!(md, " {c} |");
-    }
-    let _ = write!(md, "\n|---|---:|");
-    for _ in &labels {
-        let _ = write!(md, "---:|");
-    }
-    let _ = writeln!(md);
-    for w in &opts.workloads {
-        for &t in &opts.threads {
-            let _ = write!(md, "| {w} | {t} |");
-            for c in &labels {
-                let _ = write!(md, " {} |", fmt_ratio(ratio(w, t, c, "mimalloc", true)));
-            }
-            let _ = writeln!(md);
+        let _ = write!(md, "\n|---|---:|");
+        for _ in &labels {
+            let _ = write!(md, "---:|");
         }
-    }
+        let _ = writeln!(md);
+        for w in &opts.workloads {
+            for &t in &opts.threads {
+                let _ = write!(md, "| {w} | {t} |");
+                for c in &labels {
+                    let r = ratio(w, t, c, "mimalloc", rss);
+                    let mark = if !rss && c.starts_with("memcg") && r > 1.5 {
+                        " **!**"
+                    } else {
+                        ""
+                    };
+                    let _ = write!(md, " {}{mark} |", fmt_ratio(r));
+                }
+                let _ = writeln!(md);
+            }
+        }
+    };
+    ratio_table(
+        &mut md,
+        "Median time / mimalloc's median time per cell:",
+        false,
+    );
+    ratio_table(&mut md, "\nPeak RSS / mimalloc's peak RSS per cell:", true);
     let _ = writeln!(md);
 
     // Instruction counts.
