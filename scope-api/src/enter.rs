@@ -25,7 +25,7 @@ fn switch_to(g: Option<Group>) -> Option<Group> {
     }
     // During thread teardown the slot may be gone; the allocator's pointer
     // was switched all the same.
-    CURRENT.try_with(|c| c.replace(g.clone())).unwrap_or(None)
+    CURRENT.try_with(move |c| c.replace(g)).unwrap_or(None)
 }
 
 /// While alive, the thread's allocations are charged to a group; dropping
