@@ -3,10 +3,19 @@
 //! plus the group's byte *reserve* on this thread.
 //!
 //! The reserve is charged to the group in batches, so the fast path only
-//! subtracts from a thread-local number; near a limit a refill takes just
-//! what the allocation needs, so limits stay exact within the other
-//! threads' reserves. Only the owning thread touches a cache (statistics
-//! read `reserve` and `live`, which are atomics written with plain stores).
+//! adds to a thread-local number; near a limit a refill takes just what the
+//! allocation needs, so limits stay exact within the other threads'
+//! reserves.
+//!
+//! The reserve is kept as three running totals, `charged + freed - taken`:
+//! allocations write only `taken` and frees only `freed`, and each compares
+//! its total with a *limit* computed when the slow path last looked
+//! (`take_limit`, the reserve's edge; `free_limit`, where it would pass
+//! `reserve_high`). Frees only move the true edge up and allocations only
+//! move the trim point up, so a stale limit errs toward the slow path,
+//! which looks again. The fast paths thus do one add and one compare.
+//! Only the owning thread touches a cache (statistics read the totals and
+//! `live`, which are atomics written with plain stores).
 
 use crate::atomic_stack::Link;
 use crate::group::{ChargeMode, GroupNode};
@@ -16,7 +25,7 @@ use crate::segment::{empty_slab, Slab, LIST_FULL, LIST_HEAD, LIST_ORPHAN, LIST_P
 use crate::size_class::{class_size, NUM_CLASSES};
 use crate::slab;
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 /// Bytes a reserve refill asks for beyond the allocation at hand.
 static RESERVE_BATCH: AtomicUsize = AtomicUsize::new(32 * 1024);
@@ -49,6 +58,9 @@ pub fn empty_slabs_kept() -> usize {
 pub struct ClassList {
     /// Slabs with room, doubly linked; [`empty_slab`] when there are none.
     pub head: *mut Slab,
+    /// The class's block size, beside `head` so the fast path reads both
+    /// from one line.
+    pub size: usize,
     /// Slabs with no room when last looked at.
     pub full: *mut Slab,
     /// Slabs on both lists.
@@ -61,8 +73,16 @@ pub struct ClassList {
 #[repr(C)]
 pub struct Cache {
     pub link: Link,
-    /// Bytes charged to `node` and not yet handed out on this thread.
-    pub reserve: AtomicIsize,
+    /// Running total of bytes handed out.
+    pub taken: AtomicUsize,
+    /// `taken` may grow to this without a look at the reserve.
+    pub take_limit: usize,
+    /// Running total of bytes freed back to the reserve.
+    pub freed: AtomicUsize,
+    /// `freed` may grow to this without a look at the reserve.
+    pub free_limit: usize,
+    /// Running total of bytes charged to `node`, less those handed back.
+    pub charged: AtomicUsize,
     /// Above this, frees hand the excess reserve back.
     pub reserve_high: isize,
     pub heap: *mut Heap,
@@ -89,20 +109,33 @@ impl Cache {
             link: Link {
                 next: AtomicPtr::new(null_mut()),
             },
-            reserve: AtomicIsize::new(0),
+            taken: AtomicUsize::new(0),
+            take_limit: 0,
+            freed: AtomicUsize::new(0),
+            free_limit: 0,
+            charged: AtomicUsize::new(0),
             reserve_high: 0,
             heap: null_mut(),
             node: null_mut(),
             live: AtomicBool::new(false),
             next: null_mut(),
-            classes: [const {
-                ClassList {
-                    head: &crate::segment::EMPTY_SLAB as *const Slab as *mut Slab,
-                    full: null_mut(),
-                    slabs: 0,
-                    empties: 0,
+            classes: {
+                let mut classes = [const {
+                    ClassList {
+                        head: &crate::segment::EMPTY_SLAB as *const Slab as *mut Slab,
+                        size: 0,
+                        full: null_mut(),
+                        slabs: 0,
+                        empties: 0,
+                    }
+                }; NUM_CLASSES];
+                let mut class = 0;
+                while class < NUM_CLASSES {
+                    classes[class].size = class_size(class);
+                    class += 1;
                 }
-            }; NUM_CLASSES],
+                classes
+            },
         }
     }
 
@@ -118,6 +151,7 @@ impl Cache {
             (*c).heap = heap;
             (*c).node = node;
             (*c).reserve_high = 2 * reserve_batch() as isize;
+            set_limits(c);
             (*node).acquire();
             (*c).live.store(true, Ordering::Release);
         }
@@ -130,14 +164,58 @@ unsafe fn class_list(cache: *mut Cache, class: usize) -> *mut ClassList {
     unsafe { (&raw mut (*cache).classes).cast::<ClassList>().add(class) }
 }
 
-/// Adds to the reserve (plain store: only the owner writes it).
+/// Bytes charged to the group and not handed out. Another thread may
+/// read a moment's mix of the totals.
 #[inline(always)]
-pub unsafe fn add_reserve(cache: *mut Cache, delta: isize) -> isize {
+pub fn reserve(cache: &Cache) -> isize {
+    let charged = cache.charged.load(Ordering::Relaxed);
+    let freed = cache.freed.load(Ordering::Relaxed);
+    charged
+        .wrapping_add(freed)
+        .wrapping_sub(cache.taken.load(Ordering::Relaxed)) as isize
+}
+
+/// Recomputes both fast-path limits from the totals as they stand.
+///
+/// # Safety
+/// Owner thread only.
+unsafe fn set_limits(cache: *mut Cache) {
+    // SAFETY: owner-only.
+    unsafe {
+        let charged = (*cache).charged.load(Ordering::Relaxed);
+        let freed = (*cache).freed.load(Ordering::Relaxed);
+        let taken = (*cache).taken.load(Ordering::Relaxed);
+        (*cache).take_limit = charged.wrapping_add(freed);
+        (*cache).free_limit = taken
+            .wrapping_sub(charged)
+            .wrapping_add((*cache).reserve_high as usize);
+    }
+}
+
+/// Adds to (or takes from) the bytes charged for the reserve.
+///
+/// # Safety
+/// Owner thread only.
+unsafe fn add_charged(cache: *mut Cache, delta: isize) {
+    // SAFETY: owner-only.
+    unsafe {
+        let c = (*cache).charged.load(Ordering::Relaxed);
+        (*cache)
+            .charged
+            .store(c.wrapping_add_signed(delta), Ordering::Relaxed);
+        set_limits(cache);
+    }
+}
+
+/// Counts `bytes` as handed out (the reserve holds them).
+#[inline(always)]
+unsafe fn count_taken(cache: *mut Cache, bytes: usize) {
     // SAFETY: owner-only write.
     unsafe {
-        let r = (*cache).reserve.load(Ordering::Relaxed) + delta;
-        (*cache).reserve.store(r, Ordering::Relaxed);
-        r
+        let t = (*cache).taken.load(Ordering::Relaxed);
+        (*cache)
+            .taken
+            .store(t.wrapping_add(bytes), Ordering::Relaxed);
     }
 }
 
@@ -152,20 +230,20 @@ pub unsafe fn alloc(cache: *mut Cache, class: usize) -> *mut u8 {
     // placeholder's head is the empty sentinel, whose `free` is null, so it
     // is never written.
     unsafe {
-        let s = (*class_list(cache, class)).head;
+        let cl = class_list(cache, class);
+        let s = (*cl).head;
         let b = (*s).free;
-        if !b.is_null() {
-            // The class table, not the slab, gives the size: one load less
-            // on the chain through the slab.
-            let r = (*cache).reserve.load(Ordering::Relaxed) - class_size(class) as isize;
-            if r >= 0 {
-                (*cache).reserve.store(r, Ordering::Relaxed);
-                (*s).free = slab::next_of(s, b);
-                (*s).used += 1;
-                return b.cast();
-            }
+        // The class list, not the slab, gives the size: one load less on
+        // the chain through the slab. Both tests in one branch.
+        let t = (*cache).taken.load(Ordering::Relaxed) + (*cl).size;
+        if b.is_null() | (t > (*cache).take_limit) {
+            crate::cold_path();
+            return alloc_slow(cache, class).0;
         }
-        alloc_slow(cache, class).0
+        (*cache).taken.store(t, Ordering::Relaxed);
+        (*s).free = slab::next_of(s, b);
+        (*s).used += 1;
+        b.cast()
     }
 }
 
@@ -179,10 +257,9 @@ pub unsafe fn alloc_zeroed(cache: *mut Cache, class: usize) -> *mut u8 {
     unsafe {
         let s = (*class_list(cache, class)).head;
         let b = (*s).free;
-        let bs = (*s).block_size as isize;
-        let r = (*cache).reserve.load(Ordering::Relaxed) - bs;
-        let (p, zero) = if !b.is_null() && r >= 0 {
-            (*cache).reserve.store(r, Ordering::Relaxed);
+        let t = (*cache).taken.load(Ordering::Relaxed) + class_size(class);
+        let (p, zero) = if !b.is_null() && t <= (*cache).take_limit {
+            (*cache).taken.store(t, Ordering::Relaxed);
             (*s).free = slab::next_of(s, b);
             (*s).used += 1;
             (b.cast::<u8>(), false)
@@ -207,13 +284,13 @@ pub unsafe fn alloc_zeroed(cache: *mut Cache, class: usize) -> *mut u8 {
 unsafe fn refill(heap: *mut Heap, cache: *mut Cache, need: isize) -> bool {
     // SAFETY: owner-only; the cache's node is live (the cache holds it).
     unsafe {
-        let r = (*cache).reserve.load(Ordering::Relaxed);
+        let r = reserve(&*cache);
         let deficit = (need - r).max(0) as usize;
         let batch = reserve_batch();
         (*cache).reserve_high = 2 * batch as isize;
         let node = (*cache).node;
         if GroupNode::charge(node, deficit + batch, true, ChargeMode::Probe).is_ok() {
-            add_reserve(cache, (deficit + batch) as isize);
+            add_charged(cache, (deficit + batch) as isize);
             return true;
         }
         let mode = if (*heap).fallible > 0 {
@@ -222,7 +299,7 @@ unsafe fn refill(heap: *mut Heap, cache: *mut Cache, need: isize) -> bool {
             ChargeMode::Normal
         };
         if GroupNode::charge(node, deficit, true, mode).is_ok() {
-            add_reserve(cache, deficit as isize);
+            add_charged(cache, deficit as isize);
             return true;
         }
         false
@@ -237,9 +314,9 @@ unsafe fn refill(heap: *mut Heap, cache: *mut Cache, need: isize) -> bool {
 pub unsafe fn trim_reserve(cache: *mut Cache, keep: isize) {
     // SAFETY: owner-only; the node is live.
     unsafe {
-        let r = (*cache).reserve.load(Ordering::Relaxed);
+        let r = reserve(&*cache);
         if r > keep {
-            add_reserve(cache, keep - r);
+            add_charged(cache, keep - r);
             GroupNode::uncharge((*cache).node, (r - keep) as usize, true);
         }
     }
@@ -261,8 +338,10 @@ unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
             }
             return alloc_slow((*h).current, class);
         }
+        // Frees since the last look may have moved the reserve's edge.
+        set_limits(cache);
         let bs = class_size(class) as isize;
-        if (*cache).reserve.load(Ordering::Relaxed) < bs && !refill(heap, cache, bs) {
+        if reserve(&*cache) < bs && !refill(heap, cache, bs) {
             return (null_mut(), false);
         }
         let cl = class_list(cache, class);
@@ -284,7 +363,7 @@ unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
                 let b = (*s).free;
                 (*s).free = slab::next_of(s, b);
                 (*s).used += 1;
-                add_reserve(cache, -bs);
+                count_taken(cache, bs as usize);
                 return (b.cast(), zero);
             }
             if heap::collect_remote_frees(heap) && (*cl).head != empty_slab() {
@@ -311,24 +390,42 @@ pub unsafe fn local_free_slow(heap: *mut Heap, s: *mut Slab) {
     // SAFETY: owner-only access to the slab and its cache's lists.
     unsafe {
         let bs = (*s).block_size as usize;
-        let cache = (*s).cache;
+        let cache = (*s).cache.load(Ordering::Relaxed);
         if cache.is_null() {
             GroupNode::uncharge((*s).owner, bs, true);
         } else {
-            credit(cache, bs as isize);
+            credit(cache, bs);
         }
         after_free(heap, s);
     }
 }
 
 /// Returns freed bytes to a cache's reserve, trimming a swollen one.
+///
+/// # Safety
+/// Owner thread only.
 #[inline(always)]
-pub unsafe fn credit(cache: *mut Cache, bytes: isize) {
+pub unsafe fn credit(cache: *mut Cache, bytes: usize) {
     // SAFETY: owner-only.
     unsafe {
-        if add_reserve(cache, bytes) > (*cache).reserve_high {
-            trim_reserve(cache, reserve_batch() as isize);
+        let f = (*cache).freed.load(Ordering::Relaxed) + bytes;
+        (*cache).freed.store(f, Ordering::Relaxed);
+        if f > (*cache).free_limit {
+            credit_slow(cache);
         }
+    }
+}
+
+/// `freed` passed its limit, so the reserve may be above `reserve_high`:
+/// trim it to one batch. It is trimmed even when allocations since the
+/// last look kept it just below, so the next look is a batch away rather
+/// than a few frees.
+#[inline(never)]
+unsafe fn credit_slow(cache: *mut Cache) {
+    // SAFETY: owner-only.
+    unsafe {
+        trim_reserve(cache, reserve_batch() as isize);
+        set_limits(cache);
     }
 }
 
@@ -341,7 +438,7 @@ pub unsafe fn credit(cache: *mut Cache, bytes: isize) {
 pub unsafe fn after_free(heap: *mut Heap, s: *mut Slab) {
     // SAFETY: owner-only access to the slab and its cache's lists.
     unsafe {
-        let cache = (*s).cache;
+        let cache = (*s).cache.load(Ordering::Relaxed);
         if cache.is_null() {
             if (*s).used == 0 {
                 heap::release_slab(heap, s);
@@ -422,8 +519,8 @@ pub unsafe fn empty_out(heap: *mut Heap, cache: *mut Cache) {
             for mut s in [(*cl).head, (*cl).full] {
                 while s != empty_slab() && !s.is_null() {
                     let next = (*s).next;
-                    (*s).cache = null_mut();
-                    (*s).list = LIST_ORPHAN;
+                    (*s).cache.store(null_mut(), Ordering::Relaxed);
+                    (*s).set_list(LIST_ORPHAN);
                     (*s).next = null_mut();
                     (*s).prev = null_mut();
                     s = next;
@@ -445,7 +542,7 @@ pub unsafe fn adopt_slab(cache: *mut Cache, s: *mut Slab) {
     // SAFETY: owner-only.
     unsafe {
         let cl = class_list(cache, (*s).class as usize);
-        (*s).cache = cache;
+        (*s).cache.store(cache, Ordering::Relaxed);
         (*cl).slabs += 1;
         if slab::has_room(s) {
             push_partial_second(cl, s);
@@ -464,14 +561,14 @@ unsafe fn set_head(cl: *mut ClassList, s: *mut Slab) {
     unsafe {
         let old = (*cl).head;
         if old != empty_slab() && old != s && (*old).list == LIST_HEAD {
-            (*old).list = LIST_PARTIAL;
+            (*old).set_list(LIST_PARTIAL);
         }
         if s != empty_slab() {
             if (*s).used == 0 && (*cl).empties > 0 && (*s).carved > 0 {
                 // A kept empty slab becomes the head: it is in use again.
                 (*cl).empties -= 1;
             }
-            (*s).list = LIST_HEAD;
+            (*s).set_list(LIST_HEAD);
         }
         (*cl).head = s;
     }
@@ -502,7 +599,7 @@ unsafe fn push_partial_second(cl: *mut ClassList, s: *mut Slab) {
         let n = (*h).next;
         (*s).prev = h;
         (*s).next = n;
-        (*s).list = LIST_PARTIAL;
+        (*s).set_list(LIST_PARTIAL);
         if !n.is_null() {
             (*n).prev = s;
         }
@@ -524,7 +621,7 @@ unsafe fn unlink_partial(cl: *mut ClassList, s: *mut Slab) {
         }
         (*s).next = null_mut();
         (*s).prev = null_mut();
-        (*s).list = LIST_PARTIAL;
+        (*s).set_list(LIST_PARTIAL);
     }
 }
 
@@ -538,7 +635,7 @@ unsafe fn push_full(cl: *mut ClassList, s: *mut Slab) {
             (*h).prev = s;
         }
         (*cl).full = s;
-        (*s).list = LIST_FULL;
+        (*s).set_list(LIST_FULL);
     }
 }
 
@@ -556,6 +653,6 @@ unsafe fn unlink_full(cl: *mut ClassList, s: *mut Slab) {
         }
         (*s).next = null_mut();
         (*s).prev = null_mut();
-        (*s).list = LIST_PARTIAL;
+        (*s).set_list(LIST_PARTIAL);
     }
 }

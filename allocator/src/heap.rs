@@ -127,7 +127,7 @@ pub fn reserves_in_live_caches() -> isize {
         // SAFETY: pool records are never unmapped; only atomics are read.
         unsafe {
             if (*h).live.load(Ordering::Acquire) {
-                sum += (*h).root.reserve.load(Ordering::Relaxed);
+                sum += cache::reserve(&(*h).root);
             }
         }
     });
@@ -136,7 +136,7 @@ pub fn reserves_in_live_caches() -> isize {
         // SAFETY: as above.
         unsafe {
             if (*c).live.load(Ordering::Acquire) {
-                sum += (*c).reserve.load(Ordering::Relaxed);
+                sum += cache::reserve(&*c);
             }
         }
     });
@@ -407,8 +407,8 @@ unsafe fn adopt_segment(h: *mut Heap, seg: *mut Segment) {
                         cache_for(h, (*d).owner)
                     };
                     if c.is_null() {
-                        (*d).cache = null_mut();
-                        (*d).list = LIST_ORPHAN;
+                        (*d).cache.store(null_mut(), Ordering::Relaxed);
+                        (*d).set_list(LIST_ORPHAN);
                     } else {
                         cache::adopt_slab(c, d);
                     }

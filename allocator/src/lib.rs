@@ -27,8 +27,8 @@ mod stats;
 use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::Ordering;
 use group::GroupNode;
-use segment::{Block, Segment, KIND_LARGE, KIND_SMALL, LIST_HEAD, LIST_PARTIAL, SPAN_SLAB};
-use size_class::{class_for, class_of, MAX_SMALL};
+use segment::{Block, Segment, KIND_LARGE, KIND_SMALL, SPAN_SLAB};
+use size_class::{class_for, class_of, small_class, MAX_SMALL, SMALL_LOOKUP_MAX};
 
 pub use stats::{alloc_stats, AllocStats};
 
@@ -96,31 +96,72 @@ unsafe fn free(ptr: *mut u8) {
         }
         let seg = head.cast::<Segment>();
         let s = segment::slab_of(seg, ptr);
-        let h = heap::current();
         let b = ptr.cast::<Block>();
+        // A slab on the lists of the thread's current cache is this
+        // thread's (a cache's slabs all are; a dropped cache's slabs are
+        // cleared first), so one compare stands for the ownership test, and
+        // the cache to credit is known before the slab is read.
+        let c = heap::current_cache();
+        if (*s).cache.load(Ordering::Relaxed) == c {
+            local_free(s, b, c);
+        } else {
+            free_other(seg, s, b);
+        }
+    }
+}
+
+/// Puts a block back on its slab, owned by this thread, and credits
+/// `cache`, the slab's cache (or, for an orphan, null).
+///
+/// # Safety
+/// The calling thread owns the slab; `b` is a live block of it.
+#[inline(always)]
+unsafe fn local_free(s: *mut segment::Slab, b: *mut Block, cache: *mut cache::Cache) {
+    // SAFETY: owner-only access to the slab; the cache, when not null, is
+    // the thread's.
+    unsafe {
+        let first = (*s).free;
+        if b == first || (*s).state != SPAN_SLAB {
+            bad_free(b == first);
+        }
+        #[cfg(feature = "checks")]
+        slab::check_free(s, b);
+        slab::link(s, b, first);
+        (*s).free = b;
+        let used = (*s).used - 1;
+        (*s).used = used;
+        // Slow only for a full or orphaned slab, or an emptied one that
+        // is not the allocation head (an empty head is kept).
+        if used < (*s).slow_below {
+            crate::cold_path();
+            cache::local_free_slow(heap::current(), s);
+        } else {
+            cache::credit(cache, (*s).block_size as usize);
+        }
+    }
+}
+
+/// A free into a slab that is not on the current cache's lists: another
+/// cache of this thread's, an orphan of this thread's, or another
+/// thread's.
+#[inline(never)]
+unsafe fn free_other(seg: *mut Segment, s: *mut segment::Slab, b: *mut Block) {
+    // SAFETY: the block is live, so its slab and segment are.
+    unsafe {
+        let h = heap::current();
         if (*seg).thread_id.load(Ordering::Relaxed) == h as usize {
-            let first = (*s).free;
-            if b == first || (*s).state != SPAN_SLAB {
-                bad_free(b == first);
-            }
-            #[cfg(feature = "checks")]
-            slab::check_free(s, b);
-            slab::link(s, b, first);
-            (*s).free = b;
-            (*s).used -= 1;
-            // Slow only for a full or orphaned slab, or an emptied one that
-            // is not the allocation head (an empty head is kept).
-            let list = (*s).list;
-            if list != LIST_HEAD && (list != LIST_PARTIAL || (*s).used == 0) {
-                cache::local_free_slow(h, s);
-            } else {
-                cache::credit((*s).cache, (*s).block_size as isize);
-            }
+            local_free(s, b, (*s).cache.load(Ordering::Relaxed));
         } else {
             remote_free(h, seg, s, b);
         }
     }
 }
+
+/// Marks the branch that calls it as the unlikely one (a stable stand-in
+/// for `core::hint::cold_path`, newer than the supported Rust).
+#[cold]
+#[inline(always)]
+pub(crate) fn cold_path() {}
 
 /// Aborts on a free the allocator can tell is wrong.
 #[cold]
@@ -146,7 +187,7 @@ unsafe fn remote_free(h: *mut heap::Heap, seg: *mut Segment, s: *mut segment::Sl
         let bytes = (*s).block_size as usize;
         let owner = (*s).owner;
         if !heap::is_placeholder(h) && (*(*h).current).node == owner {
-            cache::credit((*h).current, bytes as isize);
+            cache::credit((*h).current, bytes);
         } else {
             GroupNode::uncharge(owner, bytes, true);
         }
@@ -164,9 +205,17 @@ unsafe impl GlobalAlloc for SlabAlloc {
     #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let size = layout.size();
-        if size <= MAX_SMALL && layout.align() <= 8 {
+        if layout.align() <= 8 {
+            // Nested tests, not `&&`: each is one compare and branch.
+            let class = if size <= SMALL_LOOKUP_MAX {
+                small_class(size)
+            } else if size <= MAX_SMALL {
+                class_of(size)
+            } else {
+                return alloc_any(size, 8, false);
+            };
             // SAFETY: as in `alloc_any`.
-            return unsafe { cache::alloc(heap::current_cache(), class_of(size)) };
+            return unsafe { cache::alloc(heap::current_cache(), class) };
         }
         alloc_any(size, layout.align(), false)
     }

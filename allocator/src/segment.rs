@@ -73,8 +73,9 @@ pub struct SegmentHead {
 /// threads touch are atomic.
 #[repr(C, align(128))]
 pub struct Slab {
-    /// 0 on a span's first slice; on other slices the distance back to it.
-    pub slice_offset: u32,
+    /// 0 on a span's first slice; on other slices the distance back to its
+    /// descriptor, in bytes (so the free path subtracts without a shift).
+    pub back_bytes: u32,
     /// Slices in the span (first slice only).
     pub slice_count: u32,
     pub state: u8,
@@ -93,21 +94,44 @@ pub struct Slab {
     pub carved: u32,
     /// Blocks out of the slab and not yet back on `free`.
     pub used: u32,
-    pub start: *mut u8,
+    /// A local free leaves the fast path when `used` drops below this (see
+    /// [`Slab::set_list`]); one compare stands for the list and count tests.
+    pub slow_below: u32,
     pub free: *mut Block,
+    /// Slab: the key free-list links are stored under (see `slab::link`).
+    pub key: usize,
+    /// The cache (one thread, one group) whose lists hold this slab; null
+    /// for an orphan. Written by the owner only; any thread's free reads
+    /// it to see whether the slab is its current cache's.
+    pub cache: AtomicPtr<crate::cache::Cache>,
+    // The fields above are the ones the fast paths read: one cache line.
+    pub start: *mut u8,
     /// Frees by other threads, collected by the owner.
     pub remote: AtomicPtr<Block>,
-    /// The cache (one thread, one group) whose lists hold this slab; null
-    /// for an orphan.
-    pub cache: *mut crate::cache::Cache,
     /// The group charged for this slab's blocks (holds a reference).
     pub owner: *mut crate::group::GroupNode,
     pub next: *mut Slab,
     pub prev: *mut Slab,
     /// Free span: when it became dirty (ms).
     pub freed_at: u64,
-    /// Slab: the key free-list links are stored under (see `slab::link`).
-    pub key: usize,
+}
+
+const _: () = assert!(core::mem::offset_of!(Slab, cache) < 64);
+
+impl Slab {
+    /// Marks which list of its cache holds the slab, and so when a local
+    /// free must take the slow path: never on the allocation head (kept
+    /// even when empty), when it empties on another slab with room, and
+    /// always on a full or orphaned slab (`used` is below `u32::MAX`).
+    #[inline]
+    pub fn set_list(&mut self, list: u8) {
+        self.list = list;
+        self.slow_below = match list {
+            LIST_HEAD => 0,
+            LIST_PARTIAL => 1,
+            _ => u32::MAX,
+        };
+    }
 }
 
 // SAFETY: the only shared `Slab` is the immutable empty sentinel; other
@@ -118,7 +142,7 @@ unsafe impl Sync for Slab {}
 /// allocation fast path falls through to the slow path without a null
 /// check. Never written.
 pub static EMPTY_SLAB: Slab = Slab {
-    slice_offset: 0,
+    back_bytes: 0,
     slice_count: 0,
     state: SPAN_SLAB,
     dirty: false,
@@ -129,10 +153,11 @@ pub static EMPTY_SLAB: Slab = Slab {
     capacity: 0,
     carved: 0,
     used: 0,
+    slow_below: 1,
     start: null_mut(),
     free: null_mut(),
     remote: AtomicPtr::new(null_mut()),
-    cache: null_mut(),
+    cache: AtomicPtr::new(null_mut()),
     owner: null_mut(),
     next: null_mut(),
     prev: null_mut(),
@@ -183,6 +208,7 @@ pub fn head_of(ptr: *mut u8) -> *mut SegmentHead {
         // Only large blocks aligned to a segment or more start on a segment
         // boundary (slab memory never does: the header comes first); their
         // header is the page before.
+        crate::cold_path();
         (p - PAGE_SIZE) as *mut SegmentHead
     } else {
         (p & !(SEGMENT_SIZE - 1)) as *mut SegmentHead
@@ -200,7 +226,7 @@ pub unsafe fn slab_of(seg: *mut Segment, ptr: *mut u8) -> *mut Slab {
     // slices of a slab hold the distance back to its first slice.
     unsafe {
         let d = seg.cast::<u8>().add(off).cast::<Slab>();
-        d.sub((*d).slice_offset as usize)
+        d.byte_sub((*d).back_bytes as usize)
     }
 }
 
@@ -265,14 +291,14 @@ impl Segment {
         // SAFETY: the caller owns the segment and the slices are in range.
         unsafe {
             let d = Self::desc(seg, idx);
-            (*d).slice_offset = 0;
+            (*d).back_bytes = 0;
             (*d).slice_count = count as u32;
             (*d).state = SPAN_FREE;
             (*d).dirty = dirty;
             (*d).freed_at = at;
             if count > 1 {
                 let last = Self::desc(seg, idx + count - 1);
-                (*last).slice_offset = (count - 1) as u32;
+                (*last).back_bytes = ((count - 1) << DESC_SHIFT) as u32;
             }
             (*seg).free_slices += count;
         }
@@ -309,7 +335,7 @@ impl Segment {
                     (*d).state = SPAN_SLAB;
                     (*d).fresh = !dirty;
                     for k in 1..count {
-                        (*Self::desc(seg, i + k)).slice_offset = k as u32;
+                        (*Self::desc(seg, i + k)).back_bytes = (k << DESC_SHIFT) as u32;
                     }
                     (*d).start = (seg as *mut u8).add(i * SLICE_SIZE);
                     if !dirty {
@@ -366,7 +392,7 @@ impl Segment {
             }
             if idx > HEADER_SLICES {
                 let last = Self::desc(seg, idx - 1);
-                let pidx = idx - 1 - (*last).slice_offset as usize;
+                let pidx = idx - 1 - ((*last).back_bytes >> DESC_SHIFT) as usize;
                 let pd = Self::desc(seg, pidx);
                 if (*pd).state == SPAN_FREE && (*pd).dirty == dirty {
                     let n = (*pd).slice_count as usize;

@@ -62,7 +62,7 @@ const SMALL_LOOKUP: [u8; 129] = {
 
 /// The block size of a class.
 #[inline(always)]
-pub fn class_size(class: usize) -> usize {
+pub const fn class_size(class: usize) -> usize {
     CLASS_SIZES[class] as usize
 }
 
@@ -70,11 +70,20 @@ pub fn class_size(class: usize) -> usize {
 /// `size` must be at most [`MAX_SMALL`].
 #[inline(always)]
 pub fn class_of(size: usize) -> usize {
-    if size <= 1024 {
-        SMALL_LOOKUP[(size + 7) >> 3] as usize
+    if size <= SMALL_LOOKUP_MAX {
+        small_class(size)
     } else {
         compute_class(size)
     }
+}
+
+/// Sizes up to this take their class from a table.
+pub const SMALL_LOOKUP_MAX: usize = 1024;
+
+/// The class of a size of at most [`SMALL_LOOKUP_MAX`] (alignment at most 8).
+#[inline(always)]
+pub fn small_class(size: usize) -> usize {
+    SMALL_LOOKUP[(size + 7) >> 3] as usize
 }
 
 /// The class for a request with any alignment, or `None` when it must be a

@@ -77,9 +77,9 @@ pub unsafe fn init(d: *mut Slab, class: usize, cache: *mut crate::cache::Cache) 
         (*d).carved = 0;
         (*d).used = 0;
         (*d).free = null_mut();
-        (*d).list = LIST_PARTIAL;
+        (*d).set_list(LIST_PARTIAL);
         (*d).remote.store(null_mut(), Ordering::Relaxed);
-        (*d).cache = cache;
+        (*d).cache.store(cache, Ordering::Relaxed);
         (*d).key = SECRET.load(Ordering::Relaxed) ^ (d as usize).rotate_left(29);
         (*d).owner = (*cache).node;
         (*(*d).owner).note_slab(class, bytes, true);
