@@ -242,7 +242,7 @@ pub unsafe fn alloc(cache: *mut Cache, class: usize) -> *mut u8 {
         }
         (*cache).taken.store(t, Ordering::Relaxed);
         (*s).free = slab::next_of(s, b);
-        (*s).used += 1;
+        (*s).used_rel += 1;
         b.cast()
     }
 }
@@ -261,7 +261,7 @@ pub unsafe fn alloc_zeroed(cache: *mut Cache, class: usize) -> *mut u8 {
         let (p, zero) = if !b.is_null() && t <= (*cache).take_limit {
             (*cache).taken.store(t, Ordering::Relaxed);
             (*s).free = slab::next_of(s, b);
-            (*s).used += 1;
+            (*s).used_rel += 1;
             (b.cast::<u8>(), false)
         } else {
             alloc_slow(cache, class)
@@ -362,7 +362,7 @@ unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
                 }
                 let b = (*s).free;
                 (*s).free = slab::next_of(s, b);
-                (*s).used += 1;
+                (*s).used_rel += 1;
                 count_taken(cache, bs as usize);
                 return (b.cast(), zero);
             }
@@ -411,6 +411,7 @@ pub unsafe fn credit(cache: *mut Cache, bytes: usize) {
         let f = (*cache).freed.load(Ordering::Relaxed) + bytes;
         (*cache).freed.store(f, Ordering::Relaxed);
         if f > (*cache).free_limit {
+            crate::cold_path();
             credit_slow(cache);
         }
     }
@@ -440,7 +441,7 @@ pub unsafe fn after_free(heap: *mut Heap, s: *mut Slab) {
     unsafe {
         let cache = (*s).cache.load(Ordering::Relaxed);
         if cache.is_null() {
-            if (*s).used == 0 {
+            if (*s).used() == 0 {
                 heap::release_slab(heap, s);
             }
             return;
@@ -450,7 +451,7 @@ pub unsafe fn after_free(heap: *mut Heap, s: *mut Slab) {
             unlink_full(cl, s);
             push_partial_second(cl, s);
         }
-        if (*s).used == 0 && (*cl).head != s {
+        if (*s).used() == 0 && (*cl).head != s {
             if ((*cl).empties as usize) + 1 < empty_slabs_kept() {
                 (*cl).empties += 1;
             } else {
@@ -493,7 +494,7 @@ pub unsafe fn release_empty_slabs(heap: *mut Heap, cache: *mut Cache) {
             while s != empty_slab() && !s.is_null() {
                 let next = (*s).next;
                 slab::collect_remote(s);
-                if (*s).used == 0 {
+                if (*s).used() == 0 {
                     release(heap, cl, s);
                 }
                 s = if next.is_null() { empty_slab() } else { next };
@@ -564,7 +565,7 @@ unsafe fn set_head(cl: *mut ClassList, s: *mut Slab) {
             (*old).set_list(LIST_PARTIAL);
         }
         if s != empty_slab() {
-            if (*s).used == 0 && (*cl).empties > 0 && (*s).carved > 0 {
+            if (*s).used() == 0 && (*cl).empties > 0 && (*s).carved > 0 {
                 // A kept empty slab becomes the head: it is in use again.
                 (*cl).empties -= 1;
             }

@@ -398,7 +398,7 @@ unsafe fn adopt_segment(h: *mut Heap, seg: *mut Segment) {
             let n = (*d).slice_count as usize;
             if (*d).state == SPAN_SLAB {
                 slab::collect_remote(d);
-                if (*d).used == 0 {
+                if (*d).used() == 0 {
                     release_slab(h, d);
                 } else {
                     let c = if (*(*d).owner).is_dead() {

@@ -102,11 +102,11 @@ unsafe fn free(ptr: *mut u8) {
         // cleared first), so one compare stands for the ownership test, and
         // the cache to credit is known before the slab is read.
         let c = heap::current_cache();
-        if (*s).cache.load(Ordering::Relaxed) == c {
-            local_free(s, b, c);
-        } else {
-            free_other(seg, s, b);
+        if (*s).cache.load(Ordering::Relaxed) != c {
+            cold_path();
+            return free_other(seg, s, b);
         }
+        local_free(s, b, c);
     }
 }
 
@@ -122,17 +122,17 @@ unsafe fn local_free(s: *mut segment::Slab, b: *mut Block, cache: *mut cache::Ca
     unsafe {
         let first = (*s).free;
         if b == first || (*s).state != SPAN_SLAB {
-            bad_free(b == first);
+            return reject_free(b == first);
         }
         #[cfg(feature = "checks")]
         slab::check_free(s, b);
         slab::link(s, b, first);
         (*s).free = b;
-        let used = (*s).used - 1;
-        (*s).used = used;
+        let rel = (*s).used_rel - 1;
+        (*s).used_rel = rel;
         // Slow only for a full or orphaned slab, or an emptied one that
         // is not the allocation head (an empty head is kept).
-        if used < (*s).slow_below {
+        if rel < 0 {
             crate::cold_path();
             cache::local_free_slow(heap::current(), s);
         } else {
@@ -162,6 +162,14 @@ unsafe fn free_other(seg: *mut Segment, s: *mut segment::Slab, b: *mut Block) {
 #[cold]
 #[inline(always)]
 pub(crate) fn cold_path() {}
+
+/// [`bad_free`] behind a call that returns `()`, so the fast path reaches it
+/// by a jump and keeps no stack frame of its own.
+#[cold]
+#[inline(never)]
+fn reject_free(double: bool) {
+    bad_free(double)
+}
 
 /// Aborts on a free the allocator can tell is wrong.
 #[cold]

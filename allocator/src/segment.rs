@@ -92,11 +92,12 @@ pub struct Slab {
     pub capacity: u32,
     /// Blocks carved from the slab's memory so far (carving is lazy).
     pub carved: u32,
-    /// Blocks out of the slab and not yet back on `free`.
-    pub used: u32,
-    /// A local free leaves the fast path when `used` drops below this (see
-    /// [`Slab::set_list`]); one compare stands for the list and count tests.
-    pub slow_below: u32,
+    /// Blocks out of the slab and not yet back on `free` ([`Slab::used`]),
+    /// less `slow_below`: a local free that takes it below zero needs the
+    /// slow path, so the free path's test is the sign of one decrement.
+    pub used_rel: i32,
+    /// See [`Slab::set_list`].
+    pub slow_below: i32,
     pub free: *mut Block,
     /// Slab: the key free-list links are stored under (see `slab::link`).
     pub key: usize,
@@ -122,15 +123,24 @@ impl Slab {
     /// Marks which list of its cache holds the slab, and so when a local
     /// free must take the slow path: never on the allocation head (kept
     /// even when empty), when it empties on another slab with room, and
-    /// always on a full or orphaned slab (`used` is below `u32::MAX`).
+    /// always on a full or orphaned slab.
     #[inline]
     pub fn set_list(&mut self, list: u8) {
+        let used = self.used() as i32;
         self.list = list;
         self.slow_below = match list {
             LIST_HEAD => 0,
             LIST_PARTIAL => 1,
-            _ => u32::MAX,
+            // Above any block count.
+            _ => 1 << 30,
         };
+        self.used_rel = used - self.slow_below;
+    }
+
+    /// Blocks out of the slab and not yet back on its free list.
+    #[inline(always)]
+    pub fn used(&self) -> u32 {
+        (self.used_rel + self.slow_below) as u32
     }
 }
 
@@ -152,7 +162,7 @@ pub static EMPTY_SLAB: Slab = Slab {
     block_size: 0,
     capacity: 0,
     carved: 0,
-    used: 0,
+    used_rel: -1,
     slow_below: 1,
     start: null_mut(),
     free: null_mut(),

@@ -75,7 +75,8 @@ pub unsafe fn init(d: *mut Slab, class: usize, cache: *mut crate::cache::Cache) 
         (*d).block_size = bs as u32;
         (*d).capacity = (bytes / bs) as u32;
         (*d).carved = 0;
-        (*d).used = 0;
+        (*d).used_rel = 0;
+        (*d).slow_below = 0;
         (*d).free = null_mut();
         (*d).set_list(LIST_PARTIAL);
         (*d).remote.store(null_mut(), Ordering::Relaxed);
@@ -140,7 +141,7 @@ pub unsafe fn collect_remote(s: *mut Slab) -> u32 {
         }
         link(s, tail, (*s).free);
         (*s).free = head;
-        (*s).used -= n;
+        (*s).used_rel -= n as i32;
         n
     }
 }
