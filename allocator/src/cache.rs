@@ -306,6 +306,21 @@ unsafe fn refill(heap: *mut Heap, cache: *mut Cache, need: isize) -> bool {
     }
 }
 
+/// Tops a low reserve up by a batch where the limits allow (quietly
+/// refused otherwise). The fast path may take only the reserve as of the
+/// last look, so a reserve of a few blocks would send every few
+/// allocations down the slow path even while frees keep refilling it.
+#[inline(never)]
+unsafe fn top_up(cache: *mut Cache) {
+    // SAFETY: owner-only; the cache's node is live (the cache holds it).
+    unsafe {
+        let batch = reserve_batch();
+        if GroupNode::charge((*cache).node, batch, true, ChargeMode::Probe).is_ok() {
+            add_charged(cache, batch as isize);
+        }
+    }
+}
+
 /// Hands the reserve above one batch back to the group.
 ///
 /// # Safety
@@ -341,8 +356,13 @@ unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
         // Frees since the last look may have moved the reserve's edge.
         set_limits(cache);
         let bs = class_size(class) as isize;
-        if reserve(&*cache) < bs && !refill(heap, cache, bs) {
-            return (null_mut(), false);
+        let r = reserve(&*cache);
+        if r < bs {
+            if !refill(heap, cache, bs) {
+                return (null_mut(), false);
+            }
+        } else if r < (reserve_batch() / 2) as isize {
+            top_up(cache);
         }
         let cl = class_list(cache, class);
         loop {

@@ -92,6 +92,7 @@ pub struct Slab {
     pub capacity: u32,
     /// Blocks carved from the slab's memory so far (carving is lazy).
     pub carved: u32,
+
     /// Blocks out of the slab and not yet back on `free` ([`Slab::used`]),
     /// less `slow_below`: a local free that takes it below zero needs the
     /// slow path, so the free path's test is the sign of one decrement.
@@ -115,6 +116,9 @@ pub struct Slab {
     pub prev: *mut Slab,
     /// Free span: when it became dirty (ms).
     pub freed_at: u64,
+    /// Slab: the block carving starts at, going up and wrapping to the
+    /// first (see `slab::init`).
+    pub carve_from: u32,
 }
 
 const _: () = assert!(core::mem::offset_of!(Slab, cache) < 64);
@@ -162,6 +166,7 @@ pub static EMPTY_SLAB: Slab = Slab {
     block_size: 0,
     capacity: 0,
     carved: 0,
+    carve_from: 0,
     used_rel: -1,
     slow_below: 1,
     start: null_mut(),
