@@ -97,31 +97,38 @@ unsafe fn free(ptr: *mut u8) {
         let seg = head.cast::<Segment>();
         let s = segment::slab_of(seg, ptr);
         let b = ptr.cast::<Block>();
-        // A slab on the lists of the thread's current cache is this
-        // thread's (a cache's slabs all are; a dropped cache's slabs are
-        // cleared first), so one compare stands for the ownership test, and
-        // the cache to credit is known before the slab is read.
+        // A descriptor names a cache only while it is a live slab on that
+        // cache's lists (a dropped cache's slabs, and released spans, are
+        // cleared), and a cache's slabs are all its thread's. So one
+        // compare with the thread's current cache stands for the ownership
+        // and slab-state tests, and the cache to credit is known before
+        // the slab is read.
         let c = heap::current_cache();
         if (*s).cache.load(Ordering::Relaxed) != c {
             cold_path();
             return free_other(seg, s, b);
         }
-        local_free(s, b, c);
+        local_free::<false>(s, b, c);
     }
 }
 
 /// Puts a block back on its slab, owned by this thread, and credits
-/// `cache`, the slab's cache (or, for an orphan, null).
+/// `cache`, the slab's cache (or, for an orphan, null). `CHECK_STATE`
+/// tests that the descriptor is a live slab (the caller knows it otherwise).
 ///
 /// # Safety
-/// The calling thread owns the slab; `b` is a live block of it.
+/// The calling thread owns the slab's segment; `b` is a live block of it.
 #[inline(always)]
-unsafe fn local_free(s: *mut segment::Slab, b: *mut Block, cache: *mut cache::Cache) {
+unsafe fn local_free<const CHECK_STATE: bool>(
+    s: *mut segment::Slab,
+    b: *mut Block,
+    cache: *mut cache::Cache,
+) {
     // SAFETY: owner-only access to the slab; the cache, when not null, is
     // the thread's.
     unsafe {
         let first = (*s).free;
-        if b == first || (*s).state != SPAN_SLAB {
+        if b == first || (CHECK_STATE && (*s).state != SPAN_SLAB) {
             return reject_free(b == first);
         }
         #[cfg(feature = "checks")]
@@ -150,7 +157,7 @@ unsafe fn free_other(seg: *mut Segment, s: *mut segment::Slab, b: *mut Block) {
     unsafe {
         let h = heap::current();
         if (*seg).thread_id.load(Ordering::Relaxed) == h as usize {
-            local_free(s, b, (*s).cache.load(Ordering::Relaxed));
+            local_free::<true>(s, b, (*s).cache.load(Ordering::Relaxed));
         } else {
             remote_free(h, seg, s, b);
         }

@@ -309,6 +309,9 @@ impl Segment {
             (*d).back_bytes = 0;
             (*d).slice_count = count as u32;
             (*d).state = SPAN_FREE;
+            // Only a live slab's descriptor names a cache: a free that
+            // finds its current cache there needs no state test.
+            (*d).cache.store(null_mut(), Ordering::Relaxed);
             (*d).dirty = dirty;
             (*d).freed_at = at;
             if count > 1 {
@@ -395,7 +398,9 @@ impl Segment {
         unsafe {
             // Descriptors absorbed into a larger span keep stale counts but
             // always read as free, so a walk that lands on one skips it.
-            (*Self::desc(seg, idx)).state = SPAN_FREE;
+            let d = Self::desc(seg, idx);
+            (*d).state = SPAN_FREE;
+            (*d).cache.store(null_mut(), Ordering::Relaxed);
             let end = idx + count;
             if end < SLICES {
                 let nd = Self::desc(seg, end);
