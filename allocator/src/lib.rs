@@ -225,6 +225,9 @@ unsafe impl GlobalAlloc for SlabAlloc {
             let class = if size <= SMALL_LOOKUP_MAX {
                 small_class(size)
             } else if size <= MAX_SMALL {
+                // Out of the small sizes' straight line (one jump more for
+                // these, one less for the commonest).
+                cold_path();
                 class_of(size)
             } else {
                 return alloc_any(size, 8, false);

@@ -1,10 +1,11 @@
 //! The comparison runner: builds the `workload` and `pairs_probe` binaries once
 //! per global allocator, runs every workload for 1, 2 and 4 threads with the
 //! allocator order rotated each repetition (wall time from the clock; user,
-//! sys and peak RSS from `wait4`), counts instructions per malloc/free pair
+//! sys and peak RSS from `wait4`), times `pairs_probe` once per allocator in
+//! each repetition, counts instructions per malloc/free pair
 //! under cachegrind, reads criterion's estimates of `benches/compare.rs` when
-//! they exist, and writes `BENCHMARKS.md`, `bench-results/raw.csv` and
-//! `bench-results/ratios.svg`.
+//! they exist, and writes `BENCHMARKS.md`, `bench-results/raw.csv`,
+//! `bench-results/pairs.csv` and `bench-results/ratios.svg`.
 //!
 //! ```text
 //! runner [--quick] [--reps N] [--scale S] [--threads 1,2,4]
@@ -397,6 +398,24 @@ fn summarize(runs: &[&Run]) -> Option<Cell> {
     })
 }
 
+/// Runs `pairs_probe n` once; the time per pair it measured.
+fn timed_pairs(bins: &Path, cfg: &Config, n: u64) -> Result<f64, String> {
+    let bin = bins.join(format!("pairs_probe-{}", cfg.alloc));
+    let mut args = vec![n.to_string()];
+    if cfg.group {
+        args.push("--group".into());
+    }
+    let (_, _, status, out, err) = measure(&bin, &args);
+    let (ok, status) = describe_status(status);
+    if !ok {
+        return Err(format!("{status}: {}", err.lines().last().unwrap_or("")));
+    }
+    out.lines()
+        .find_map(|l| field(l, "ns_per_pair"))
+        .and_then(|v| v.parse::<f64>().ok())
+        .ok_or_else(|| "no ns_per_pair in its output".to_string())
+}
+
 /// Instruction counts from cachegrind: `(label, Ir per pair)` or an error.
 fn cachegrind(
     bins: &Path,
@@ -718,6 +737,10 @@ fn main() {
     // The measurement campaign.
     let started = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     let mut runs: Vec<Run> = Vec::new();
+    // Timed malloc/free pairs: one process per allocator per repetition,
+    // in the rotated order, so a slow spell of the machine is shared.
+    let pairs_n: u64 = if opts.quick { 2_000_000 } else { 50_000_000 };
+    let mut pair_times: Vec<(String, usize, f64)> = Vec::new();
     let total = opts.reps * opts.workloads.len() * opts.threads.len() * configs.len();
     let t0 = Instant::now();
     for rep in 0..opts.reps {
@@ -734,6 +757,13 @@ fn main() {
                     }
                     runs.push(r);
                 }
+            }
+        }
+        for k in 0..configs.len() {
+            let cfg = &configs[(k + rep) % configs.len()];
+            match timed_pairs(&bins, cfg, pairs_n) {
+                Ok(ns) => pair_times.push((cfg.label.clone(), rep, ns)),
+                Err(e) => eprintln!("!! {} pairs_probe rep={rep}: {e}", cfg.label),
             }
         }
         eprintln!(
@@ -766,6 +796,29 @@ fn main() {
         );
     }
     fs::write(results.join("raw.csv"), csv).expect("write raw.csv");
+    let mut pcsv = String::from("config,rep,ns_per_pair\n");
+    for (c, rep, ns) in &pair_times {
+        let _ = writeln!(pcsv, "{c},{rep},{ns:.3}");
+    }
+    fs::write(results.join("pairs.csv"), pcsv).expect("write pairs.csv");
+    // Per config: (median, min, max, n).
+    let pairs: BTreeMap<String, (f64, f64, f64, usize)> = labels
+        .iter()
+        .filter_map(|c| {
+            let mut v: Vec<f64> = pair_times
+                .iter()
+                .filter(|(l, ..)| l == c)
+                .map(|x| x.2)
+                .collect();
+            if v.is_empty() {
+                return None;
+            }
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(0.0, f64::max);
+            let n = v.len();
+            Some((c.clone(), (median(&mut v), lo, hi, n)))
+        })
+        .collect();
 
     // Cells.
     let mut cells: BTreeMap<(String, usize, String), Cell> = BTreeMap::new();
@@ -923,6 +976,31 @@ fn main() {
                 get("mimalloc").map(|j| fmt_ratio(m / j)).unwrap_or("–".into()),
             );
         }
+    }
+    if let Some(&(m, ..)) = pairs.get("memcg") {
+        let r = |base: &str| {
+            pairs
+                .get(base)
+                .map(|b| fmt_ratio(m / b.0))
+                .unwrap_or("–".into())
+        };
+        let g = pairs
+            .get("memcg-group")
+            .map(|g| {
+                format!(
+                    "; in a group {:.2} ns ({} the root)",
+                    g.0,
+                    fmt_ratio(g.0 / m)
+                )
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "- malloc/free pairs, random sizes 16..1024 (`pairs_probe`, median over {} runs per allocator): memcg {m:.2} ns; {} jemalloc, {} mimalloc{g}.",
+            pairs["memcg"].3,
+            r("jemalloc"),
+            r("mimalloc"),
+        );
     }
     let cgv = |l: &str| {
         cg.iter()
@@ -1105,6 +1183,40 @@ fn main() {
     }
 
     // Criterion.
+    if !pairs.is_empty() {
+        let _ = writeln!(
+            md,
+            "## malloc/free pairs, one process per allocator and repetition\n"
+        );
+        let _ = writeln!(
+            md,
+            "`pairs_probe {pairs_n}`: random sizes 16..1024 from a fixed table of 4,096, through `&dyn GlobalAlloc`, \
+             the loop timed inside the process; run once per allocator in each repetition, in the rotated order. \
+             Median (min–max) of the time per pair.\n"
+        );
+        let _ = writeln!(md, "| config | ns per pair | / jemalloc | / mimalloc |");
+        let _ = writeln!(md, "|---|---:|---:|---:|");
+        for c in &labels {
+            if let Some(&(m, lo, hi, _)) = pairs.get(c) {
+                let r = |b: &str| {
+                    pairs
+                        .get(b)
+                        .map(|x| fmt_ratio(m / x.0))
+                        .unwrap_or("–".into())
+                };
+                let _ = writeln!(
+                    md,
+                    "| {c} | {} ({}–{}) | {} | {} |",
+                    fmt_ns(m),
+                    fmt_ns(lo),
+                    fmt_ns(hi),
+                    r("jemalloc"),
+                    r("mimalloc")
+                );
+            }
+        }
+        let _ = writeln!(md);
+    }
     let _ = writeln!(md, "## Micro benchmarks (criterion)\n");
     if micro.is_empty() {
         let _ = writeln!(
