@@ -219,14 +219,15 @@ pub static ABANDONED_SEGMENTS: AtomicStack = AtomicStack::new();
 #[inline(always)]
 pub fn head_of(ptr: *mut u8) -> *mut SegmentHead {
     let p = ptr as usize;
-    if p & (SEGMENT_SIZE - 1) == 0 {
+    let seg = p & !(SEGMENT_SIZE - 1);
+    if seg == p {
         // Only large blocks aligned to a segment or more start on a segment
         // boundary (slab memory never does: the header comes first); their
         // header is the page before.
         crate::cold_path();
         (p - PAGE_SIZE) as *mut SegmentHead
     } else {
-        (p & !(SEGMENT_SIZE - 1)) as *mut SegmentHead
+        seg as *mut SegmentHead
     }
 }
 
