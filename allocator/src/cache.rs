@@ -192,6 +192,16 @@ unsafe fn set_limits(cache: *mut Cache) {
     }
 }
 
+/// Adds `delta` (wrapping, so a negative amount as `usize` subtracts) to
+/// a running total only the owner writes: a load and a plain store.
+#[inline(always)]
+fn bump(total: &AtomicUsize, delta: usize) {
+    total.store(
+        total.load(Ordering::Relaxed).wrapping_add(delta),
+        Ordering::Relaxed,
+    );
+}
+
 /// Adds to (or takes from) the bytes charged for the reserve.
 ///
 /// # Safety
@@ -199,23 +209,8 @@ unsafe fn set_limits(cache: *mut Cache) {
 unsafe fn add_charged(cache: *mut Cache, delta: isize) {
     // SAFETY: owner-only.
     unsafe {
-        let c = (*cache).charged.load(Ordering::Relaxed);
-        (*cache)
-            .charged
-            .store(c.wrapping_add_signed(delta), Ordering::Relaxed);
+        bump(&(*cache).charged, delta as usize);
         set_limits(cache);
-    }
-}
-
-/// Counts `bytes` as handed out (the reserve holds them).
-#[inline(always)]
-unsafe fn count_taken(cache: *mut Cache, bytes: usize) {
-    // SAFETY: owner-only write.
-    unsafe {
-        let t = (*cache).taken.load(Ordering::Relaxed);
-        (*cache)
-            .taken
-            .store(t.wrapping_add(bytes), Ordering::Relaxed);
     }
 }
 
@@ -383,7 +378,7 @@ unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
                 let b = (*s).free;
                 (*s).free = slab::next_of(s, b);
                 (*s).used_rel += 1;
-                count_taken(cache, bs as usize);
+                bump(&(*cache).taken, bs as usize);
                 return (b.cast(), zero);
             }
             if heap::collect_remote_frees(heap) && (*cl).head != empty_slab() {
