@@ -28,8 +28,10 @@ static PURGE_DELAY_MS: AtomicU64 = AtomicU64::new(10);
 static PURGE_REQUESTS: AtomicU64 = AtomicU64::new(0);
 /// Every this many slow-path collections, look for remote frees in every
 /// segment even without a raised flag (a flag can be missed in a narrow
-/// race).
-const FULL_REMOTE_SCAN_EVERY: u32 = 64;
+/// race). A missed block was credited to its group when freed; only its
+/// memory waits, so the scan, whose cost grows with the heap's slabs (a
+/// thousand groups keep a thousand), can be rare.
+const FULL_REMOTE_SCAN_EVERY: u32 = 1024;
 
 /// A thread's heap.
 #[repr(C)]
