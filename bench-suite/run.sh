@@ -10,6 +10,10 @@
 #   bench-suite/run.sh --quick      short pass (CI): 1 repetition, small scale,
 #                                   memcg/system/jemalloc/mimalloc, no criterion;
 #                                   report under <target>/bench-quick/
+#   bench-suite/run.sh --reuse      criterion again, then the report with the
+#                                   last campaign's workload and timed-pairs
+#                                   figures (bench-results/*.csv); the report
+#                                   says so
 #
 # Other arguments are passed to the runner (see `runner --help`). Honours
 # CARGO_TARGET_DIR.

@@ -11,11 +11,17 @@
 //! runner [--quick] [--reps N] [--scale S] [--threads 1,2,4]
 //!        [--allocators memcg,system,...] [--workloads larson,...]
 //!        [--bins DIR] [--no-build] [--no-cachegrind] [--out FILE] [--results DIR]
+//!        [--reuse]
 //! ```
 //!
 //! `--quick`: one repetition at scale 0.1 with memcg, system, jemalloc and
 //! mimalloc, short cachegrind runs, written under `<target>/bench-quick/` so
 //! the committed `BENCHMARKS.md` is left alone.
+//!
+//! `--reuse`: no build and no campaign; the workload and timed-pairs figures
+//! are read back from `raw.csv` and `pairs.csv` of the last campaign (the
+//! report says so), and criterion's and cachegrind's are taken afresh (for
+//! a criterion pass spoiled by a slow spell of this shared machine).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -53,6 +59,7 @@ struct Opts {
     cachegrind: bool,
     out: Option<PathBuf>,
     results: Option<PathBuf>,
+    reuse: bool,
 }
 
 fn parse_opts() -> Result<Opts, String> {
@@ -68,6 +75,7 @@ fn parse_opts() -> Result<Opts, String> {
         cachegrind: true,
         out: None,
         results: None,
+        reuse: false,
     };
     let mut reps = None;
     let mut scale = None;
@@ -107,6 +115,10 @@ fn parse_opts() -> Result<Opts, String> {
             "--no-cachegrind" => o.cachegrind = false,
             "--out" => o.out = Some(PathBuf::from(val("--out")?)),
             "--results" => o.results = Some(PathBuf::from(val("--results")?)),
+            "--reuse" => {
+                o.reuse = true;
+                o.build = false;
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -398,6 +410,72 @@ fn summarize(runs: &[&Run]) -> Option<Cell> {
     })
 }
 
+/// A campaign read back from its CSV files (`--reuse`).
+struct Campaign {
+    runs: Vec<Run>,
+    pairs: Vec<(String, usize, f64)>,
+    started: String,
+    secs: f64,
+}
+
+fn read_campaign(results: &Path) -> Result<Campaign, String> {
+    let read = |f: &str| {
+        fs::read_to_string(results.join(f))
+            .map_err(|e| format!("{}: {e}", results.join(f).display()))
+    };
+    let num = |v: &str, what: &str| v.parse::<f64>().map_err(|e| format!("{what} {v:?}: {e}"));
+    let mut runs = Vec::new();
+    for line in read("raw.csv")?.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != 10 {
+            return Err(format!("raw.csv: bad line {line:?}"));
+        }
+        let status = f[8].to_string();
+        let checksum = f[9].to_string();
+        runs.push(Run {
+            config: f[0].to_string(),
+            workload: f[1].to_string(),
+            threads: num(f[2], "threads")? as usize,
+            rep: num(f[3], "rep")? as usize,
+            wall: num(f[4], "wall")?,
+            user: num(f[5], "user")?,
+            sys: num(f[6], "sys")?,
+            maxrss_kb: num(f[7], "maxrss")? as i64,
+            ok: status == "exit 0" && !checksum.is_empty(),
+            status,
+            checksum,
+            stderr_tail: String::new(),
+        });
+    }
+    let mut pairs = Vec::new();
+    for line in read("pairs.csv")?.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != 3 {
+            return Err(format!("pairs.csv: bad line {line:?}"));
+        }
+        pairs.push((
+            f[0].to_string(),
+            num(f[1], "rep")? as usize,
+            num(f[2], "ns")?,
+        ));
+    }
+    let (started, secs) = match read("campaign.txt") {
+        Ok(t) => {
+            let mut l = t.lines();
+            let started = l.next().unwrap_or("an earlier run").to_string();
+            let secs = l.next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+            (started, secs)
+        }
+        Err(_) => ("an earlier run".to_string(), f64::NAN),
+    };
+    Ok(Campaign {
+        runs,
+        pairs,
+        started,
+        secs,
+    })
+}
+
 /// Runs `pairs_probe n` once; the time per pair it measured.
 fn timed_pairs(bins: &Path, cfg: &Config, n: u64) -> Result<f64, String> {
     let bin = bins.join(format!("pairs_probe-{}", cfg.alloc));
@@ -664,7 +742,7 @@ fn main() {
             if !e.is_empty() {
                 eprintln!("runner: {e}");
             }
-            eprintln!("usage: runner [--quick] [--reps N] [--scale S] [--threads 1,2,4] [--allocators a,b] [--workloads w,x] [--bins DIR] [--no-build] [--no-cachegrind] [--out FILE] [--results DIR]");
+            eprintln!("usage: runner [--quick] [--reps N] [--scale S] [--threads 1,2,4] [--allocators a,b] [--workloads w,x] [--bins DIR] [--no-build] [--no-cachegrind] [--out FILE] [--results DIR] [--reuse]");
             std::process::exit(2);
         }
     };
@@ -735,7 +813,8 @@ fn main() {
     let labels: Vec<String> = configs.iter().map(|c| c.label.clone()).collect();
 
     // The measurement campaign.
-    let started = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let now = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let mut started = now.clone();
     let mut runs: Vec<Run> = Vec::new();
     // Timed malloc/free pairs: one process per allocator per repetition,
     // in the rotated order, so a slow spell of the machine is shared.
@@ -743,7 +822,24 @@ fn main() {
     let mut pair_times: Vec<(String, usize, f64)> = Vec::new();
     let total = opts.reps * opts.workloads.len() * opts.threads.len() * configs.len();
     let t0 = Instant::now();
-    for rep in 0..opts.reps {
+    let mut reps = opts.reps;
+    let mut campaign_secs = f64::NAN;
+    if opts.reuse {
+        match read_campaign(&results) {
+            Ok(c) => {
+                runs = c.runs;
+                pair_times = c.pairs;
+                started = c.started;
+                campaign_secs = c.secs;
+                reps = runs.iter().map(|r| r.rep + 1).max().unwrap_or(0);
+            }
+            Err(e) => {
+                eprintln!("runner: --reuse: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    for rep in 0..if opts.reuse { 0 } else { opts.reps } {
         for w in &opts.workloads {
             for &t in &opts.threads {
                 for k in 0..configs.len() {
@@ -774,7 +870,14 @@ fn main() {
             t0.elapsed().as_secs_f64()
         );
     }
-    let campaign_secs = t0.elapsed().as_secs_f64();
+    if !opts.reuse {
+        campaign_secs = t0.elapsed().as_secs_f64();
+        fs::write(
+            results.join("campaign.txt"),
+            format!("{started}\n{campaign_secs:.0}\n"),
+        )
+        .expect("write campaign.txt");
+    }
 
     // Raw results.
     let mut csv =
@@ -891,9 +994,17 @@ fn main() {
          measured in this one run, never the bare times across runs. Medians over **{} repetition(s)** per cell \
          (allocator order rotated each repetition), workload scale {}; the spread is min–max.\n",
         if opts.quick { " --quick" } else { "" },
-        opts.reps,
+        reps,
         opts.scale
     );
+    if opts.reuse {
+        let _ = writeln!(
+            md,
+            "The workload and timed-pairs figures are those of the campaign of {started}, read back from \
+             `bench-results/raw.csv` and `pairs.csv`; the criterion and cachegrind figures were taken on \
+             {now} (`bench-suite/run.sh --reuse` runs criterion again without a new campaign).\n"
+        );
+    }
     let _ = writeln!(md, "## Machine and versions\n");
     let _ = writeln!(md, "| | |\n|---|---|");
     let nproc = std::thread::available_parallelism()
