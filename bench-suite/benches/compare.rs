@@ -247,22 +247,33 @@ fn producer_consumer(b: &mut Bencher, a: &(dyn GlobalAlloc + Sync), table: &[usi
 
 type Alloc = (&'static str, &'static (dyn GlobalAlloc + Sync));
 
+/// The size tables of the three pairs cases, by case name; the second is
+/// also the working set's and the producer/consumer's.
+fn pair_tables() -> [(&'static str, Vec<usize>); 3] {
+    [
+        ("pairs_fixed_64", vec![64usize; TABLE]),
+        (
+            "pairs_random_16_1024",
+            sizes(16, 1024, 0x5EED_0000_1602_1024),
+        ),
+        (
+            "pairs_random_1k_32k",
+            sizes(1024, 32 << 10, 0x5EED_0000_0001_0032),
+        ),
+    ]
+}
+
 /// Every case for `allocs`; `pairs_only` adds peers to the pairs cases.
 fn cases(c: &mut Criterion, allocs: &[Alloc], pairs_only: &[Alloc]) {
-    let small = sizes(16, 1024, 0x5EED_0000_1602_1024);
-    let medium = sizes(1024, 32 << 10, 0x5EED_0000_0001_0032);
-    let fixed = vec![64usize; TABLE];
-    for (case, table) in [
-        ("pairs_fixed_64", &fixed),
-        ("pairs_random_16_1024", &small),
-        ("pairs_random_1k_32k", &medium),
-    ] {
+    let tables = pair_tables();
+    for (case, table) in &tables {
         let mut g = c.benchmark_group(format!("compare_{case}"));
         for (name, a) in allocs.iter().chain(pairs_only) {
             g.bench_function(*name, |b| pairs(b, *a, table));
         }
         g.finish();
     }
+    let small = &tables[1].1;
     let mut g = c.benchmark_group("compare_glibc_simple");
     for (name, a) in allocs {
         g.bench_function(*name, |b| glibc_simple(b, *a));
@@ -270,7 +281,7 @@ fn cases(c: &mut Criterion, allocs: &[Alloc], pairs_only: &[Alloc]) {
     g.finish();
     let mut g = c.benchmark_group("compare_working_set_1024");
     for (name, a) in allocs {
-        g.bench_function(*name, |b| working_set(b, *a, &small));
+        g.bench_function(*name, |b| working_set(b, *a, small));
     }
     g.finish();
     let mut g = c.benchmark_group("compare_realloc_doubling");
@@ -280,7 +291,7 @@ fn cases(c: &mut Criterion, allocs: &[Alloc], pairs_only: &[Alloc]) {
     g.finish();
     let mut g = c.benchmark_group("compare_producer_consumer");
     for (name, a) in allocs {
-        g.bench_function(*name, |b| producer_consumer(b, *a, &small));
+        g.bench_function(*name, |b| producer_consumer(b, *a, small));
     }
     g.finish();
 }
@@ -305,14 +316,7 @@ fn compare(c: &mut Criterion) {
     {
         let mut token = tracking_allocator::AllocationGroupToken::register().expect("token");
         let _in = token.enter();
-        let small = sizes(16, 1024, 0x5EED_0000_1602_1024);
-        let medium = sizes(1024, 32 << 10, 0x5EED_0000_0001_0032);
-        let fixed = vec![64usize; TABLE];
-        for (case, table) in [
-            ("pairs_fixed_64", &fixed),
-            ("pairs_random_16_1024", &small),
-            ("pairs_random_1k_32k", &medium),
-        ] {
+        for (case, table) in &pair_tables() {
             let mut g = c.benchmark_group(format!("compare_{case}"));
             g.bench_function("tracking", |b| pairs(b, &TRACKING, table));
             g.finish();
