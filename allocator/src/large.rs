@@ -2,9 +2,11 @@
 //! above a page) get a mapping of their own.
 //!
 //! The header sits on the segment-aligned first page of the mapping and the
-//! block after it, so a free finds the header with the same mask as a slab.
+//! block after it, so a free finds the header with the same mask as a slab
+//! (applied to the block's address less one, see `segment::head_of`).
 //! Blocks aligned to a segment or more start on a segment boundary and keep
-//! their header on the page before (see `segment::head_of`).
+//! their header a whole segment before: the pages between are mapped but
+//! never touched, as are those before any block aligned above a page.
 
 use crate::group::{ChargeMode, GroupNode};
 use crate::heap;
@@ -124,7 +126,7 @@ fn map_block(body: usize, align: usize, zero: bool) -> *mut u8 {
     } else {
         let Some(total) = body
             .checked_add(align)
-            .and_then(|t| t.checked_add(PAGE_SIZE))
+            .and_then(|t| t.checked_add(SEGMENT_SIZE))
         else {
             return null_mut();
         };
@@ -133,8 +135,8 @@ fn map_block(body: usize, align: usize, zero: bool) -> *mut u8 {
             return null_mut();
         }
         let start = base as usize;
-        let ptr = (start + PAGE_SIZE + align - 1) & !(align - 1);
-        let hdr = ptr - PAGE_SIZE;
+        let ptr = (start + SEGMENT_SIZE + align - 1) & !(align - 1);
+        let hdr = ptr - SEGMENT_SIZE;
         let end = ptr + body;
         // SAFETY: both trimmed ranges are page-aligned parts of the fresh
         // mapping outside the kept header and block.
@@ -146,7 +148,7 @@ fn map_block(body: usize, align: usize, zero: bool) -> *mut u8 {
                 os::unmap(end as *mut u8, start + total - end);
             }
         }
-        (hdr as *mut u8, PAGE_SIZE)
+        (hdr as *mut u8, SEGMENT_SIZE)
     };
     let map_len = offset + body;
     let b = hdr.cast::<LargeBlock>();

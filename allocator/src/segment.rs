@@ -11,7 +11,7 @@
 //! accounting stay exact per span.
 
 use crate::atomic_stack::{AtomicStack, Link};
-use crate::os::{self, PAGE_SIZE};
+use crate::os;
 use crate::stats;
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
@@ -218,17 +218,10 @@ pub static ABANDONED_SEGMENTS: AtomicStack = AtomicStack::new();
 /// The segment (or large-block header) that `ptr` belongs to.
 #[inline(always)]
 pub fn head_of(ptr: *mut u8) -> *mut SegmentHead {
-    let p = ptr as usize;
-    let seg = p & !(SEGMENT_SIZE - 1);
-    if seg == p {
-        // Only large blocks aligned to a segment or more start on a segment
-        // boundary (slab memory never does: the header comes first); their
-        // header is the page before.
-        crate::cold_path();
-        (p - PAGE_SIZE) as *mut SegmentHead
-    } else {
-        seg as *mut SegmentHead
-    }
+    // From the byte before: slab memory never starts a segment (the header
+    // comes first), and a large block aligned to a segment or more keeps its
+    // header a whole segment before it, so no block needs a second case.
+    ((ptr as usize).wrapping_sub(1) & !(SEGMENT_SIZE - 1)) as *mut SegmentHead
 }
 
 /// The slab holding `ptr` in segment `seg`.
