@@ -78,8 +78,8 @@ fn bad_frees_in_child() {
         }
         Ok("freed-slab-kept") => {
             // SAFETY: deliberately wrong, as in "freed-slab", with a small
-            // block: its free is kept for the class without a
-            // look at the slab, so the abort comes when it leaves the keep,
+            // block: its free goes to the class's kept-block slot without a
+            // look at the slab, so the abort comes when the slot is emptied,
             // at the class's next allocation.
             unsafe {
                 let l = Layout::from_size_align(1000, 8).unwrap();
@@ -150,7 +150,7 @@ fn free_into_a_released_slab_aborts() {
 }
 
 #[test]
-fn free_into_a_released_slab_of_a_kept_block_aborts() {
+fn free_into_a_released_slab_through_the_kept_slot_aborts() {
     let err = run_child("bad_frees_in_child", "freed-slab-kept");
     assert!(err.contains("not a live block"), "stderr: {err}");
 }

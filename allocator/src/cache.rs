@@ -60,21 +60,17 @@ pub struct ClassList {
     pub head: *mut Slab,
     /// The class's block size, beside `head` so the fast path reads both
     /// from one line.
-    pub size: u32,
-    /// Blocks in `kept` (or [`crate::kept::CLOSED`]).
-    pub kept_n: u32,
+    pub size: usize,
     /// Slabs with no room when last looked at.
     pub full: *mut Slab,
     /// Slabs on both lists.
     pub slabs: u32,
     /// Empty slabs kept on the list besides the head.
     pub empties: u32,
-    /// The blocks the thread freed last, for this class's next allocations
-    /// (see `kept`); null past `kept_n`.
-    pub kept: [*mut u8; crate::kept::SLOTS],
+    /// The block the thread freed last, for this class's next allocation
+    /// (see `spare`).
+    pub spare: *mut u8,
 }
-
-const _: () = assert!(core::mem::size_of::<ClassList>() == 64);
 
 /// See the module docs.
 #[repr(C)]
@@ -131,16 +127,15 @@ impl Cache {
                     ClassList {
                         head: &crate::segment::EMPTY_SLAB as *const Slab as *mut Slab,
                         size: 0,
-                        kept_n: crate::kept::CLOSED,
                         full: null_mut(),
                         slabs: 0,
                         empties: 0,
-                        kept: [null_mut(); crate::kept::SLOTS],
+                        spare: crate::spare::CLOSED,
                     }
                 }; NUM_CLASSES];
                 let mut class = 0;
                 while class < NUM_CLASSES {
-                    classes[class].size = class_size(class) as u32;
+                    classes[class].size = class_size(class);
                     class += 1;
                 }
                 classes
@@ -160,7 +155,7 @@ impl Cache {
             (*c).heap = heap;
             (*c).node = node;
             for class in 0..NUM_CLASSES {
-                (*class_list(c, class)).kept_n = 0;
+                (*class_list(c, class)).spare = null_mut();
             }
             (*c).reserve_high = 2 * reserve_batch() as isize;
             set_limits(c);
@@ -246,7 +241,7 @@ pub unsafe fn alloc(cache: *mut Cache, class: usize) -> *mut u8 {
         let b = (*s).free;
         // The class list, not the slab, gives the size: one load less on
         // the chain through the slab. Both tests in one branch.
-        let t = (*cache).taken.load(Ordering::Relaxed) + (*cl).size as usize;
+        let t = (*cache).taken.load(Ordering::Relaxed) + (*cl).size;
         if b.is_null() | (t > (*cache).take_limit) {
             crate::cold_path();
             return alloc_slow(cache, class).0;
@@ -304,9 +299,9 @@ unsafe fn refill(heap: *mut Heap, cache: *mut Cache, need: isize) -> bool {
             add_charged(cache, (deficit + batch) as isize);
             return true;
         }
-        // Near a limit: kept blocks are still charged, so
+        // Near a limit: blocks kept in spare slots are still charged, so
         // give them back before asking for exactly what is needed.
-        heap::flush_kept(heap, true);
+        heap::flush_spares(heap, true);
         let deficit = (need - reserve(&*cache)).max(0) as usize;
         if deficit == 0 {
             return true;
@@ -542,16 +537,16 @@ pub unsafe fn release_empty_slabs(heap: *mut Heap, cache: *mut Cache) {
     }
 }
 
-/// Empties a cache: its kept blocks go back to their slabs (and its keep
-/// closes), its reserve to the group, empty slabs to the segments, and the
-/// rest become orphans that go back with their last block. The cache keeps its node reference (the caller drops it).
+/// Empties a cache: its spare blocks go back to their slabs (and its slots
+/// close), its reserve to the group, empty slabs to the segments, and the rest become orphans that go back with their last
+/// block. The cache keeps its node reference (the caller drops it).
 ///
 /// # Safety
 /// Owner thread only.
 pub unsafe fn empty_out(heap: *mut Heap, cache: *mut Cache) {
     // SAFETY: owner-only walk of the cache's lists.
     unsafe {
-        crate::kept::flush(cache, false);
+        crate::spare::flush(cache, false);
         trim_reserve(cache, 0);
         release_empty_slabs(heap, cache);
         for class in 0..NUM_CLASSES {

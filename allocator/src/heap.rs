@@ -222,7 +222,7 @@ extern "C" fn on_thread_exit(p: *mut libc::c_void) {
     // While the heap is still current, so that its own blocks go back to
     // its slabs on the local path.
     // SAFETY: `h` is this thread's heap.
-    unsafe { flush_kept(h, false) };
+    unsafe { flush_spares(h, false) };
     // Frees from later destructors now take the remote path; allocations
     // make a fresh heap, which the key's next round tears down again.
     HEAP.with(|c| c.set(&PLACEHOLDER as *const Heap as *mut Heap));
@@ -231,17 +231,17 @@ extern "C" fn on_thread_exit(p: *mut libc::c_void) {
     unsafe { abandon(h) };
 }
 
-/// Gives every cache's kept blocks back; the keep stays open when `open`.
+/// Gives every cache's spare blocks back; the slots stay open when `open`.
 ///
 /// # Safety
 /// `h` is the calling thread's heap and still its current one.
-pub unsafe fn flush_kept(h: *mut Heap, open: bool) {
+pub unsafe fn flush_spares(h: *mut Heap, open: bool) {
     // SAFETY: owner-only walk of the heap's caches.
     unsafe {
-        crate::kept::flush(&raw mut (*h).root, open);
+        crate::spare::flush(&raw mut (*h).root, open);
         let mut c = (*h).caches;
         while !c.is_null() {
-            crate::kept::flush(c, open);
+            crate::spare::flush(c, open);
             c = (*c).next;
         }
     }
@@ -565,7 +565,7 @@ pub fn purge_all() {
     // SAFETY: `h` is this thread's heap.
     unsafe {
         (*h).purge_seen = PURGE_REQUESTS.load(Ordering::Relaxed);
-        flush_kept(h, true);
+        flush_spares(h, true);
         while !adopt_one(h).is_null() {}
         collect_remote_frees_all(h);
         sweep_dead_caches(h);
@@ -679,7 +679,7 @@ pub fn adjust_fallible(enter: bool) {
     }
 }
 
-/// Hands every kept block and reserve of this thread back to its group,
+/// Hands every spare block and reserve of this thread back to its group,
 /// drops caches of dead groups, and settles frees other threads made: remote frees to this
 /// thread's slabs and to abandoned segments (which this thread adopts), so
 /// slabs they emptied go back and release their groups.
@@ -690,7 +690,7 @@ pub fn flush() {
     }
     // SAFETY: `h` is this thread's heap.
     unsafe {
-        flush_kept(h, true);
+        flush_spares(h, true);
         cache::trim_reserve(&raw mut (*h).root, 0);
         let mut c = (*h).caches;
         while !c.is_null() {

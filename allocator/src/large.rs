@@ -55,8 +55,8 @@ fn charge(bytes: usize) -> *mut GroupNode {
         if GroupNode::charge(node, bytes, false, ChargeMode::Probe).is_ok() {
             return node;
         }
-        // Near a limit: kept blocks are still charged.
-        heap::flush_kept(h, true);
+        // Near a limit: blocks kept in spare slots are still charged.
+        heap::flush_spares(h, true);
         let mode = if (*h).fallible > 0 {
             ChargeMode::Fallible
         } else {

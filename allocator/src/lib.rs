@@ -13,7 +13,6 @@ mod cache;
 mod group;
 pub mod groups;
 mod heap;
-mod kept;
 mod large;
 mod large_cache;
 mod meta_pool;
@@ -23,6 +22,7 @@ mod ownership;
 mod segment;
 mod size_class;
 mod slab;
+mod spare;
 mod stats;
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -229,8 +229,8 @@ unsafe impl GlobalAlloc for SlabAlloc {
                 {
                     let c = heap::current_cache();
                     // SAFETY: `c` is this thread's current cache (or the
-                    // placeholder's, whose keep is closed).
-                    let b = unsafe { kept::take(c, class) };
+                    // placeholder's, whose slots are closed).
+                    let b = unsafe { spare::take(c, class) };
                     if !b.is_null() {
                         return b;
                     }
@@ -252,16 +252,16 @@ unsafe impl GlobalAlloc for SlabAlloc {
 
     #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // The layout gives the class, so a small block is kept for its
-        // class without a look at its slab (see `kept`).
+        // The layout gives the class, so a small block goes to its class's
+        // spare slot without a look at its slab (see `spare`).
         #[cfg(not(feature = "checks"))]
         if layout.align() <= 8 && layout.size() <= SMALL_LOOKUP_MAX {
             // SAFETY: the caller passes a live block of ours, allocated with
             // `layout` (or shrunk in place to it, so of its class or above);
-            // the current cache (or the placeholder's, whose keep is
+            // the current cache (or the placeholder's, whose slots are
             // closed) is this thread's.
             unsafe {
-                if kept::put(heap::current_cache(), small_class(layout.size()), ptr) {
+                if spare::put(heap::current_cache(), small_class(layout.size()), ptr) {
                     return;
                 }
             }

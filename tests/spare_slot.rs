@@ -1,7 +1,7 @@
-//! Kept blocks: a thread's last freed blocks of each small class are kept
-//! for that class's next allocations, still charged to their group, and
-//! given back when found to be another cache's, by `flush`, near a limit,
-//! and at thread exit.
+//! The spare slot: a thread's last freed block of each small class is kept
+//! for that class's next allocation, still charged to its group, and given
+//! back at the class's next allocation, by `flush`, near a limit, and at
+//! thread exit.
 
 #[global_allocator]
 static GLOBAL: memcg::SlabAlloc = memcg::SlabAlloc::new();
@@ -37,11 +37,11 @@ fn a_freed_block_serves_the_next_allocation_of_its_class() {
 
 #[test]
 fn flush_gives_kept_blocks_back_to_their_group() {
-    let g = Group::builder("kept-flush").build();
+    let g = Group::builder("spare-flush").build();
     let v = g.scope(|| vec![7u8; 512]);
     assert!(g.current() >= 512);
     g.scope(|| drop(v));
-    // The block is kept (and the reserve holds the rest), both
+    // The block waits in the slot (and the reserve holds the rest), both
     // still charged; `flush` hands both back.
     g.scope(memcg::flush);
     assert_eq!(g.current(), 0, "{}", g.stats());
@@ -49,10 +49,10 @@ fn flush_gives_kept_blocks_back_to_their_group() {
 
 #[test]
 fn a_block_freed_in_another_group_is_credited_to_its_own() {
-    let a = Group::builder("kept-owner").build();
-    let b = Group::builder("kept-freer").build();
+    let a = Group::builder("spare-owner").build();
+    let b = Group::builder("spare-freer").build();
     let v = a.scope(|| vec![1u8; 300]);
-    // Freed while `b` is current: `b`'s cache keeps it, but it is `a`'s.
+    // Freed while `b` is current: it goes to `b`'s slot, but it is `a`'s.
     b.scope(|| drop(v));
     b.scope(|| {
         // The next allocation of the class finds a block that is not this
@@ -68,7 +68,7 @@ fn a_block_freed_in_another_group_is_credited_to_its_own() {
 
 #[test]
 fn near_max_a_kept_block_is_given_back_before_a_charge_is_refused() {
-    let g = Group::builder("kept-near-max")
+    let g = Group::builder("spare-near-max")
         .max(MIB)
         .on_exceed(OnExceed::Fail)
         .build();
@@ -82,7 +82,7 @@ fn near_max_a_kept_block_is_given_back_before_a_charge_is_refused() {
         }
         assert!(blocks.len() < blocks.capacity(), "max was reached");
         assert!(try_alloc(500).is_none(), "nothing left for another class");
-        // The freed 1000-byte block is kept, still charged; a
+        // The freed 1000-byte block is kept in its slot, still charged; a
         // request of another class must get its bytes all the same.
         drop(blocks.pop());
         let v = try_alloc(500);
@@ -94,7 +94,7 @@ fn near_max_a_kept_block_is_given_back_before_a_charge_is_refused() {
 
 #[test]
 fn a_thread_gives_its_kept_blocks_back_when_it_exits() {
-    let g = Group::builder("kept-exit").build();
+    let g = Group::builder("spare-exit").build();
     let g2 = g.clone();
     std::thread::spawn(move || {
         g2.scope(|| {
