@@ -67,9 +67,6 @@ pub struct ClassList {
     pub slabs: u32,
     /// Empty slabs kept on the list besides the head.
     pub empties: u32,
-    /// The block the thread freed last, for this class's next allocation
-    /// (see `spare`).
-    pub spare: *mut u8,
 }
 
 /// See the module docs.
@@ -130,7 +127,6 @@ impl Cache {
                         full: null_mut(),
                         slabs: 0,
                         empties: 0,
-                        spare: crate::spare::CLOSED,
                     }
                 }; NUM_CLASSES];
                 let mut class = 0;
@@ -154,9 +150,6 @@ impl Cache {
             core::ptr::write(c, Cache::empty());
             (*c).heap = heap;
             (*c).node = node;
-            for class in 0..NUM_CLASSES {
-                (*class_list(c, class)).spare = null_mut();
-            }
             (*c).reserve_high = 2 * reserve_batch() as isize;
             set_limits(c);
             (*node).acquire();
@@ -165,12 +158,8 @@ impl Cache {
     }
 }
 
-/// The list of `class` in `cache`.
-///
-/// # Safety
-/// `cache` is a cache; `class < NUM_CLASSES`.
 #[inline(always)]
-pub unsafe fn class_list(cache: *mut Cache, class: usize) -> *mut ClassList {
+unsafe fn class_list(cache: *mut Cache, class: usize) -> *mut ClassList {
     // SAFETY: the caller passes class < NUM_CLASSES.
     unsafe { (&raw mut (*cache).classes).cast::<ClassList>().add(class) }
 }
@@ -297,13 +286,6 @@ unsafe fn refill(heap: *mut Heap, cache: *mut Cache, need: isize) -> bool {
         let node = (*cache).node;
         if GroupNode::charge(node, deficit + batch, true, ChargeMode::Probe).is_ok() {
             add_charged(cache, (deficit + batch) as isize);
-            return true;
-        }
-        // Near a limit: blocks kept in spare slots are still charged, so
-        // give them back before asking for exactly what is needed.
-        heap::flush_spares(heap, true);
-        let deficit = (need - reserve(&*cache)).max(0) as usize;
-        if deficit == 0 {
             return true;
         }
         let mode = if (*heap).fallible > 0 {
@@ -537,8 +519,8 @@ pub unsafe fn release_empty_slabs(heap: *mut Heap, cache: *mut Cache) {
     }
 }
 
-/// Empties a cache: its spare blocks go back to their slabs (and its slots
-/// close), its reserve to the group, empty slabs to the segments, and the rest become orphans that go back with their last
+/// Empties a cache: its reserve goes back to the group, empty slabs to the
+/// segments, and the rest become orphans that go back with their last
 /// block. The cache keeps its node reference (the caller drops it).
 ///
 /// # Safety
@@ -546,7 +528,6 @@ pub unsafe fn release_empty_slabs(heap: *mut Heap, cache: *mut Cache) {
 pub unsafe fn empty_out(heap: *mut Heap, cache: *mut Cache) {
     // SAFETY: owner-only walk of the cache's lists.
     unsafe {
-        crate::spare::flush(cache, false);
         trim_reserve(cache, 0);
         release_empty_slabs(heap, cache);
         for class in 0..NUM_CLASSES {

@@ -219,32 +219,12 @@ extern "C" fn on_thread_exit(p: *mut libc::c_void) {
     if h.is_null() {
         return;
     }
-    // While the heap is still current, so that its own blocks go back to
-    // its slabs on the local path.
-    // SAFETY: `h` is this thread's heap.
-    unsafe { flush_spares(h, false) };
     // Frees from later destructors now take the remote path; allocations
     // make a fresh heap, which the key's next round tears down again.
     HEAP.with(|c| c.set(&PLACEHOLDER as *const Heap as *mut Heap));
     CACHE.with(|c| c.set(&PLACEHOLDER_CACHE as *const Cache as *mut Cache));
     // SAFETY: `h` was this thread's heap and is no longer reachable from it.
     unsafe { abandon(h) };
-}
-
-/// Gives every cache's spare blocks back; the slots stay open when `open`.
-///
-/// # Safety
-/// `h` is the calling thread's heap and still its current one.
-pub unsafe fn flush_spares(h: *mut Heap, open: bool) {
-    // SAFETY: owner-only walk of the heap's caches.
-    unsafe {
-        crate::spare::flush(&raw mut (*h).root, open);
-        let mut c = (*h).caches;
-        while !c.is_null() {
-            crate::spare::flush(c, open);
-            c = (*c).next;
-        }
-    }
 }
 
 /// Gives up a heap: empty slabs and segments go back, the rest is abandoned
@@ -565,7 +545,6 @@ pub fn purge_all() {
     // SAFETY: `h` is this thread's heap.
     unsafe {
         (*h).purge_seen = PURGE_REQUESTS.load(Ordering::Relaxed);
-        flush_spares(h, true);
         while !adopt_one(h).is_null() {}
         collect_remote_frees_all(h);
         sweep_dead_caches(h);
@@ -679,8 +658,8 @@ pub fn adjust_fallible(enter: bool) {
     }
 }
 
-/// Hands every spare block and reserve of this thread back to its group,
-/// drops caches of dead groups, and settles frees other threads made: remote frees to this
+/// Hands every reserve of this thread back to its group, drops caches of
+/// dead groups, and settles frees other threads made: remote frees to this
 /// thread's slabs and to abandoned segments (which this thread adopts), so
 /// slabs they emptied go back and release their groups.
 pub fn flush() {
@@ -690,7 +669,6 @@ pub fn flush() {
     }
     // SAFETY: `h` is this thread's heap.
     unsafe {
-        flush_spares(h, true);
         cache::trim_reserve(&raw mut (*h).root, 0);
         let mut c = (*h).caches;
         while !c.is_null() {

@@ -52,11 +52,6 @@ fn charge(bytes: usize) -> *mut GroupNode {
     // SAFETY: `h` is this thread's heap; its current node is live.
     unsafe {
         let node = (*(*h).current).node;
-        if GroupNode::charge(node, bytes, false, ChargeMode::Probe).is_ok() {
-            return node;
-        }
-        // Near a limit: blocks kept in spare slots are still charged.
-        heap::flush_spares(h, true);
         let mode = if (*h).fallible > 0 {
             ChargeMode::Fallible
         } else {

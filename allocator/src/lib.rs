@@ -22,7 +22,6 @@ mod ownership;
 mod segment;
 mod size_class;
 mod slab;
-mod spare;
 mod stats;
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -218,24 +217,13 @@ unsafe fn remote_free(h: *mut heap::Heap, seg: *mut Segment, s: *mut segment::Sl
 // layout asks (size classes and large mappings guarantee both), and the
 // allocator never unwinds (no code path here panics; failures return null).
 unsafe impl GlobalAlloc for SlabAlloc {
-    #[inline]
+    #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let size = layout.size();
         if layout.align() <= 8 {
             // Nested tests, not `&&`: each is one compare and branch.
             let class = if size <= SMALL_LOOKUP_MAX {
-                let class = small_class(size);
-                #[cfg(not(feature = "checks"))]
-                {
-                    let c = heap::current_cache();
-                    // SAFETY: `c` is this thread's current cache (or the
-                    // placeholder's, whose slots are closed).
-                    let b = unsafe { spare::take(c, class) };
-                    if !b.is_null() {
-                        return b;
-                    }
-                }
-                class
+                small_class(size)
             } else if size <= MAX_SMALL {
                 // Out of the small sizes' straight line (one jump more for
                 // these, one less for the commonest).
@@ -251,23 +239,7 @@ unsafe impl GlobalAlloc for SlabAlloc {
     }
 
     #[inline(always)]
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // The layout gives the class, so a small block goes to its class's
-        // spare slot without a look at its slab (see `spare`).
-        #[cfg(not(feature = "checks"))]
-        if layout.align() <= 8 && layout.size() <= SMALL_LOOKUP_MAX {
-            // SAFETY: the caller passes a live block of ours, allocated with
-            // `layout` (or shrunk in place to it, so of its class or above);
-            // the current cache (or the placeholder's, whose slots are
-            // closed) is this thread's.
-            unsafe {
-                if spare::put(heap::current_cache(), small_class(layout.size()), ptr) {
-                    return;
-                }
-            }
-        }
-        #[cfg(feature = "checks")]
-        let _ = layout;
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
         // SAFETY: the caller passes a live block of ours.
         unsafe { free(ptr) }
     }

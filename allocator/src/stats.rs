@@ -25,8 +25,7 @@ pub fn note_active(delta: isize) {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AllocStats {
     /// Bytes in live blocks: the size class of each small block, the
-    /// page-rounded size of each large one. A thread's kept blocks (its
-    /// last freed block of each class up to 1 KiB) count until given back.
+    /// page-rounded size of each large one.
     pub allocated: usize,
     /// Bytes in slabs in use (holding or ready to hand out blocks) plus large
     /// blocks: what `allocated` needs, with its fragmentation.

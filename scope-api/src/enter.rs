@@ -186,10 +186,8 @@ pub fn check() -> Result<(), Exceeded> {
     current().check()
 }
 
-/// Hands the calling thread's unused reserves and kept blocks (its last
-/// freed block of each small size class, kept for reuse) back to their
-/// groups, so `current` counts only live objects (up to other threads'
-/// reserves and kept blocks).
+/// Hands the calling thread's unused reserves back to their groups, so
+/// `current` counts only live objects (up to other threads' reserves).
 pub fn flush() {
     groups::flush();
 }
