@@ -1,8 +1,8 @@
 //! `pairs_probe <n> [--group]`: `n` malloc/free pairs of random sizes 16..1024
 //! (a fixed table of 4096 sizes) through `&dyn GlobalAlloc`, with the global
 //! allocator chosen by this build's `alloc-*` feature; prints the time per
-//! pair of the timed loop (the runner's timed pairs). The runner also runs it under
-//! `valgrind --tool=cachegrind` for two values of `n` and divides the
+//! pair of the timed loop (the runner's timed pairs). The runner also runs it
+//! under `valgrind --tool=cachegrind` for two values of `n` and divides the
 //! difference of the instruction counts by the difference of `n`, so start-up
 //! and the size table cancel out.
 
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     let mut rng = Rng::new(42);
     let table: Vec<usize> = (0..4096).map(|_| rng.range(16, 1024)).collect();
     let a: &dyn GlobalAlloc = black_box(&GLOBAL);
-    let sum = budget::in_budget(|| {
+    let (sum, elapsed) = budget::in_budget(|| {
         // Warm the allocator's caches for every size first: start-up cost.
         let mut sum = 0usize;
         for &size in &table {
@@ -41,7 +41,6 @@ fn main() -> ExitCode {
         }
         (sum, t.elapsed())
     });
-    let (sum, elapsed) = sum;
     let ns = elapsed.as_nanos() as f64 / n.max(1) as f64;
     println!("pairs={n} ns_per_pair={ns:.3} checksum={:x}", sum & 0xFFFF);
     ExitCode::SUCCESS
