@@ -17,6 +17,7 @@ use crate::segment::{
     self, Segment, Slab, ABANDONED, ABANDONED_SEGMENTS, HEADER_SLICES, LIST_ORPHAN, SLICES,
     SLICE_SIZE, SPAN_SLAB,
 };
+use crate::size_class::class_size;
 use crate::{slab, stats};
 use core::cell::Cell;
 use core::ptr::null_mut;
@@ -302,9 +303,14 @@ pub unsafe fn new_slab(h: *mut Heap, class: usize) -> *mut Slab {
         sweep_dead_caches(h);
         let cl = &(*(*h).current).classes[class];
         let count = slab::slices_for(class, cl.slabs);
+        let align = if class_size(class) <= slab::ALIGNED_MAX_BLOCK {
+            slab::ALIGNED_SLICES
+        } else {
+            1
+        };
         let mut seg = (*h).segments;
         while !seg.is_null() {
-            let d = Segment::alloc_span(seg, count);
+            let d = Segment::alloc_span(seg, count, align);
             if !d.is_null() {
                 return activated(d);
             }
@@ -315,7 +321,7 @@ pub unsafe fn new_slab(h: *mut Heap, class: usize) -> *mut Slab {
             if seg.is_null() {
                 break;
             }
-            let d = Segment::alloc_span(seg, count);
+            let d = Segment::alloc_span(seg, count, align);
             if !d.is_null() {
                 return activated(d);
             }
@@ -325,7 +331,7 @@ pub unsafe fn new_slab(h: *mut Heap, class: usize) -> *mut Slab {
             return null_mut();
         }
         link_segment(h, seg);
-        activated(Segment::alloc_span(seg, count))
+        activated(Segment::alloc_span(seg, count, align))
     }
 }
 

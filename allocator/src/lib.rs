@@ -74,12 +74,13 @@ fn alloc_any(size: usize, align: usize, zero: bool) -> *mut u8 {
     }
 }
 
-/// Frees any block this allocator handed out.
+/// Frees any block this allocator handed out. `ALIGNED`: the block is of a
+/// class with aligned slabs (its layout says so).
 ///
 /// # Safety
 /// `ptr` is a live block of this allocator.
 #[inline(always)]
-unsafe fn free(ptr: *mut u8) {
+unsafe fn free<const ALIGNED: bool>(ptr: *mut u8) {
     let head = segment::head_of(ptr);
     #[cfg(feature = "checks")]
     if !ownership::owns(head as usize) {
@@ -92,10 +93,15 @@ unsafe fn free(ptr: *mut u8) {
             if (*head).kind == KIND_LARGE && large::is_block(head.cast(), ptr) {
                 return large::free(head.cast());
             }
-            bad_free(false);
+            // A jump, not a call: the fast path keeps no stack frame.
+            return reject_free(false);
         }
         let seg = head.cast::<Segment>();
-        let s = segment::slab_of(seg, ptr);
+        let s = if ALIGNED {
+            segment::aligned_slab_of(seg, ptr)
+        } else {
+            segment::slab_of(seg, ptr)
+        };
         let b = ptr.cast::<Block>();
         // A descriptor names a cache only while it is a live slab on that
         // cache's lists (a dropped cache's slabs, and released spans, are
@@ -239,9 +245,17 @@ unsafe impl GlobalAlloc for SlabAlloc {
     }
 
     #[inline(always)]
-    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
-        // SAFETY: the caller passes a live block of ours.
-        unsafe { free(ptr) }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller passes a live block of ours with its layout: a
+        // request of at most SMALL_LOOKUP_MAX bytes, alignment at most 8, is
+        // a block of at most twice that (shrinking in place keeps half).
+        unsafe {
+            if layout.size() <= SMALL_LOOKUP_MAX && layout.align() <= 8 {
+                free::<true>(ptr)
+            } else {
+                free::<false>(ptr)
+            }
+        }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
@@ -268,7 +282,7 @@ unsafe impl GlobalAlloc for SlabAlloc {
             let new = alloc_any(new_size, layout.align(), false);
             if !new.is_null() {
                 core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-                free(ptr);
+                free::<false>(ptr);
             }
             new
         }

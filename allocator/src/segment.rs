@@ -224,6 +224,22 @@ pub fn head_of(ptr: *mut u8) -> *mut SegmentHead {
     ((ptr as usize).wrapping_sub(1) & !(SEGMENT_SIZE - 1)) as *mut SegmentHead
 }
 
+/// The slab holding `ptr`, a block of a class of at most
+/// [`crate::slab::ALIGNED_MAX_BLOCK`] bytes, in segment `seg`: such slabs
+/// span [`crate::slab::ALIGNED_SLICES`] slices from a multiple of that, so
+/// the descriptor's place follows from the address alone, with no load for
+/// the free path's stores to wait on.
+///
+/// # Safety
+/// `ptr` must point into a slab of `seg` of such a class.
+#[inline(always)]
+pub unsafe fn aligned_slab_of(seg: *mut Segment, ptr: *mut u8) -> *mut Slab {
+    const SHIFT: usize = SLICE_SHIFT + crate::slab::ALIGNED_SLICES.trailing_zeros() as usize;
+    let off = ((ptr as usize & (SEGMENT_SIZE - 1)) >> SHIFT) << (SHIFT - SLICE_SHIFT + DESC_SHIFT);
+    // SAFETY: the descriptor lies in the segment header.
+    unsafe { seg.cast::<u8>().add(off).cast::<Slab>() }
+}
+
 /// The slab holding `ptr` in segment `seg`.
 ///
 /// # Safety
@@ -316,13 +332,13 @@ impl Segment {
         }
     }
 
-    /// Takes a span of `count` slices (first fit); null when none is free.
-    /// Returns the span's descriptor, whose `fresh` says whether its memory
-    /// is untouched zeros.
+    /// Takes a span of `count` slices starting at a multiple of `align`
+    /// slices (first fit); null when none is free. Returns the span's
+    /// descriptor, whose `fresh` says whether its memory is untouched zeros.
     ///
     /// # Safety
-    /// The calling thread must own `seg`.
-    pub unsafe fn alloc_span(seg: *mut Segment, count: usize) -> *mut Slab {
+    /// The calling thread must own `seg`; `align` is a power of two.
+    pub unsafe fn alloc_span(seg: *mut Segment, count: usize, align: usize) -> *mut Slab {
         // SAFETY: owner-only access to the descriptors; indices stay below
         // SLICES because spans tile the usable slices exactly.
         unsafe {
@@ -333,23 +349,29 @@ impl Segment {
             while i < SLICES {
                 let d = Self::desc(seg, i);
                 let n = (*d).slice_count as usize;
-                if (*d).state == SPAN_FREE && n >= count {
-                    if i == (*seg).free_hint {
+                let at = (i + align - 1) & !(align - 1);
+                if (*d).state == SPAN_FREE && at + count <= i + n {
+                    let dirty = (*d).dirty;
+                    let freed_at = (*d).freed_at;
+                    if i == (*seg).free_hint && at == i {
                         (*seg).free_hint = i + count;
                     }
-                    let dirty = (*d).dirty;
-                    let at = (*d).freed_at;
                     (*seg).free_slices -= n;
-                    if n > count {
-                        Self::make_free_span(seg, i + count, n - count, dirty, at);
+                    if at > i {
+                        Self::make_free_span(seg, i, at - i, dirty, freed_at);
                     }
+                    if i + n > at + count {
+                        Self::make_free_span(seg, at + count, i + n - at - count, dirty, freed_at);
+                    }
+                    let d = Self::desc(seg, at);
+                    (*d).back_bytes = 0;
                     (*d).slice_count = count as u32;
                     (*d).state = SPAN_SLAB;
                     (*d).fresh = !dirty;
                     for k in 1..count {
-                        (*Self::desc(seg, i + k)).back_bytes = (k << DESC_SHIFT) as u32;
+                        (*Self::desc(seg, at + k)).back_bytes = (k << DESC_SHIFT) as u32;
                     }
-                    (*d).start = (seg as *mut u8).add(i * SLICE_SIZE);
+                    (*d).start = (seg as *mut u8).add(at * SLICE_SIZE);
                     if !dirty {
                         let bytes = count * SLICE_SIZE;
                         (*seg).resident += bytes;
@@ -462,5 +484,46 @@ impl Segment {
     pub unsafe fn is_unused(seg: *mut Segment) -> bool {
         // SAFETY: owner-only read.
         unsafe { (*seg).free_slices == USABLE_SLICES }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_spans_start_at_multiples_and_leave_gaps_usable() {
+        let seg = Segment::create(null_mut());
+        assert!(!seg.is_null());
+        // SAFETY: this test owns the segment; spans stay in range.
+        unsafe {
+            // One unaligned slice first, so the aligned spans must skip.
+            let a = Segment::alloc_span(seg, 1, 1);
+            assert_eq!(Segment::index_of(seg, a), HEADER_SLICES);
+            let mut aligned = Vec::new();
+            for count in [1, 2, 4, 1, 3] {
+                let d = Segment::alloc_span(seg, count, 4);
+                let i = Segment::index_of(seg, d);
+                assert_eq!(i % 4, 0, "span of {count} at {i}");
+                assert_eq!((*d).slice_count as usize, count);
+                for k in 0..count {
+                    let p = (*d).start.add(k * SLICE_SIZE + 100);
+                    assert_eq!(aligned_slab_of(seg, p), d, "slice {k} of {count}");
+                    assert_eq!(slab_of(seg, p), d);
+                }
+                aligned.push(d);
+            }
+            // The gaps before and after aligned spans are free spans still:
+            // unaligned spans fill them first.
+            let gap = Segment::alloc_span(seg, 1, 1);
+            assert_eq!(Segment::index_of(seg, gap), HEADER_SLICES + 1);
+            let free_before = (*seg).free_slices;
+            for d in aligned.into_iter().chain([a, gap]) {
+                Segment::free_span(seg, d, 0);
+            }
+            assert!((*seg).free_slices > free_before);
+            assert!(Segment::is_unused(seg));
+            Segment::destroy(seg);
+        }
     }
 }

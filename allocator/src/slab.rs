@@ -47,6 +47,20 @@ pub unsafe fn next_of(s: *mut Slab, b: *mut Block) -> *mut Block {
     unsafe { ((*b).next ^ (*s).key) as *mut Block }
 }
 
+/// A slab of a class of at most [`ALIGNED_MAX_BLOCK`] bytes spans at most
+/// this many slices and starts at a multiple of it (see
+/// `segment::aligned_slab_of`).
+pub const ALIGNED_SLICES: usize = 4;
+
+/// The largest block size of the classes with aligned slabs: twice the
+/// largest request a layout can name for them, since a block shrunk in
+/// place keeps at least half its size.
+pub const ALIGNED_MAX_BLOCK: usize = 2 * crate::size_class::SMALL_LOOKUP_MAX;
+
+// Their slabs never need more: room for 8 blocks fits one slice, and
+// growth stops at ALIGNED_SLICES.
+const _: () = assert!(ALIGNED_MAX_BLOCK * 8 <= SLICE_SIZE);
+
 /// Most slices a slab spans.
 const MAX_SLAB_SLICES: usize = 32;
 
@@ -58,7 +72,7 @@ const MAX_SLAB_SLICES: usize = 32;
 pub fn slices_for(class: usize, live: u32) -> usize {
     let size = class_size(class);
     let min_for_blocks = (size * 8).div_ceil(SLICE_SIZE);
-    let growth = 1usize << live.min(2);
+    let growth = 1usize << live.min(ALIGNED_SLICES.trailing_zeros());
     growth.max(min_for_blocks).min(MAX_SLAB_SLICES)
 }
 
