@@ -1,5 +1,8 @@
 //! Segments: aligned 4 MiB mappings cut into 16 KiB slices, with the slab
-//! descriptors in the header, so that `ptr -> slab` is a mask and an index.
+//! descriptors in the header, so that `ptr -> slab` is a mask and an index
+//! (plus, for a slab of several slices, the offset back to its first; slabs
+//! of blocks up to 2 KiB start at a multiple of 4 slices and span at most 4,
+//! so for them a mask and an index alone do).
 //!
 //! A segment belongs to one thread heap at a time (`thread_id`); only that
 //! thread changes its spans and slab lists. Other threads only push remote
