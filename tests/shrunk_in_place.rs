@@ -1,6 +1,6 @@
 //! Blocks shrunk in place and freed with their new layout.
 //!
-//! A free whose layout asks for at most 1 KiB (alignment at most 8) finds
+//! A free whose layout asks for at most 1 KiB (alignment at most 1 KiB) finds
 //! its slab by the block's address alone, which holds for blocks of up to
 //! 2 KiB: a block shrunk in place keeps at least half its size, so a block
 //! freed with such a layout is never larger. Here blocks of 1..2 KiB are

@@ -246,11 +246,13 @@ unsafe impl GlobalAlloc for SlabAlloc {
 
     #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller passes a live block of ours with its layout: a
-        // request of at most SMALL_LOOKUP_MAX bytes, alignment at most 8, is
-        // a block of at most twice that (shrinking in place keeps half).
+        // SAFETY: the caller passes a live block of ours with its layout. A
+        // request of at most SMALL_LOOKUP_MAX bytes with an alignment of at
+        // most that (one test: the alignment is a power of two) gets a
+        // block of at most that, and a block shrunk in place to it one of at
+        // most twice that: in either case one with an aligned slab.
         unsafe {
-            if layout.size() <= SMALL_LOOKUP_MAX && layout.align() <= 8 {
+            if (layout.size() | layout.align()) <= SMALL_LOOKUP_MAX {
                 free::<true>(ptr)
             } else {
                 free::<false>(ptr)
