@@ -94,7 +94,12 @@ pub unsafe fn init(d: *mut Slab, class: usize, cache: *mut crate::cache::Cache) 
         // is young) fall in different cache sets instead of all on the
         // slice-aligned start. Alignment is untouched: blocks stay at
         // multiples of the block size from the start.
-        let slice = (d as usize & (SEGMENT_SIZE - 1)) >> DESC_SHIFT;
+        // Aligned slabs start only at every ALIGNED_SLICES-th slice: count
+        // those, or three colours in four would go unused.
+        let mut slice = (d as usize & (SEGMENT_SIZE - 1)) >> DESC_SHIFT;
+        if bs <= ALIGNED_MAX_BLOCK {
+            slice /= ALIGNED_SLICES;
+        }
         let colour = (slice * 37) % 64;
         (*d).carve_from = ((colour * 64 / bs) as u32) % (*d).capacity;
         (*d).used_rel = 0;
