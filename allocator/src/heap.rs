@@ -17,7 +17,6 @@ use crate::segment::{
     self, Segment, Slab, ABANDONED, ABANDONED_SEGMENTS, HEADER_SLICES, LIST_ORPHAN, SLICES,
     SLICE_SIZE, SPAN_SLAB,
 };
-use crate::size_class::class_size;
 use crate::{slab, stats};
 use core::cell::Cell;
 use core::ptr::null_mut;
@@ -303,11 +302,7 @@ pub unsafe fn new_slab(h: *mut Heap, class: usize) -> *mut Slab {
         sweep_dead_caches(h);
         let cl = &(*(*h).current).classes[class];
         let count = slab::slices_for(class, cl.slabs);
-        let align = if class_size(class) <= slab::ALIGNED_MAX_BLOCK {
-            slab::ALIGNED_SLICES
-        } else {
-            1
-        };
+        let align = slab::span_align(class);
         let mut seg = (*h).segments;
         while !seg.is_null() {
             let d = Segment::alloc_span(seg, count, align);

@@ -61,6 +61,16 @@ pub const ALIGNED_MAX_BLOCK: usize = 2 * crate::size_class::SMALL_LOOKUP_MAX;
 // growth stops at ALIGNED_SLICES.
 const _: () = assert!(ALIGNED_MAX_BLOCK * 8 <= SLICE_SIZE);
 
+/// The slice multiple a slab of `class` starts at: [`ALIGNED_SLICES`] for
+/// the classes with aligned slabs, else 1.
+pub fn span_align(class: usize) -> usize {
+    if class_size(class) <= ALIGNED_MAX_BLOCK {
+        ALIGNED_SLICES
+    } else {
+        1
+    }
+}
+
 /// Most slices a slab spans.
 const MAX_SLAB_SLICES: usize = 32;
 
@@ -96,10 +106,7 @@ pub unsafe fn init(d: *mut Slab, class: usize, cache: *mut crate::cache::Cache) 
         // multiples of the block size from the start.
         // Aligned slabs start only at every ALIGNED_SLICES-th slice: count
         // those, or three colours in four would go unused.
-        let mut slice = (d as usize & (SEGMENT_SIZE - 1)) >> DESC_SHIFT;
-        if bs <= ALIGNED_MAX_BLOCK {
-            slice /= ALIGNED_SLICES;
-        }
+        let slice = ((d as usize & (SEGMENT_SIZE - 1)) >> DESC_SHIFT) / span_align(class);
         let colour = (slice * 37) % 64;
         (*d).carve_from = ((colour * 64 / bs) as u32) % (*d).capacity;
         (*d).used_rel = 0;
