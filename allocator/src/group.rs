@@ -123,6 +123,8 @@ pub struct GroupNode {
     class_slabs: [AtomicUsize; NUM_CLASSES],
     /// Hooks are registered for this group (the scope crate dispatches).
     pub has_hooks: AtomicBool,
+    /// The group's small objects get slabs of their own.
+    isolated: AtomicBool,
 }
 
 // SAFETY: all shared fields are atomics; `id` and `parent` are written
@@ -198,6 +200,7 @@ const fn node_init(id: u64, parent: *mut GroupNode) -> GroupNode {
         class_bytes: [const { AtomicUsize::new(0) }; NUM_CLASSES],
         class_slabs: [const { AtomicUsize::new(0) }; NUM_CLASSES],
         has_hooks: AtomicBool::new(false),
+        isolated: AtomicBool::new(false),
     }
 }
 
@@ -315,6 +318,13 @@ impl GroupNode {
             DEATH_EPOCH.fetch_add(1, Ordering::Release);
             Self::release(node);
         }
+    }
+
+    pub fn set_isolated(&self, on: bool) {
+        self.isolated.store(on, Ordering::Relaxed);
+    }
+    pub fn is_isolated(&self) -> bool {
+        self.isolated.load(Ordering::Relaxed)
     }
 
     pub fn is_dead(&self) -> bool {

@@ -22,6 +22,13 @@ pub unsafe fn create_node(parent: *mut GroupNode) -> *mut GroupNode {
     unsafe { GroupNode::create(parent) }
 }
 
+/// Makes `node`'s small objects live in slabs of its own (`true`) or in
+/// slabs shared with other groups (`false`, the default). Takes effect for
+/// caches made after the call; set it before the group's first allocation.
+pub fn set_isolated(node: &GroupNode, isolated: bool) {
+    node.set_isolated(isolated);
+}
+
 /// Points the calling thread's allocations at `node`; false (nothing
 /// changed) when out of memory.
 ///
