@@ -4,7 +4,11 @@
 //!   Rust-native ones), built once per global allocator by cargo feature.
 //! - `pairs_probe`: N malloc/free pairs through `&dyn GlobalAlloc`, run under
 //!   cachegrind by the runner to count instructions per pair.
-//! - `runner`: builds the binaries, runs everything, writes `BENCHMARKS.md`.
+//! - `scale`: one group-scale case per process ([`scale`]): many tenants'
+//!   memory utilization and time, enter cost, idle and dying groups, a tokio
+//!   service; memcg with groups, the others running the same work without.
+//! - `runner`: builds the binaries, runs everything, writes `BENCHMARKS.md`
+//!   (`runner --group-scale`: the "Group scale" section, see [`scale::report`]).
 //! - `benches/compare.rs`: criterion micro benches of every allocator side by side.
 //!
 //! Exactly one `alloc-*` feature selects the global allocator of `workload` and
@@ -12,6 +16,7 @@
 
 pub mod budget;
 pub mod rng;
+pub mod scale;
 pub mod workloads;
 
 /// The `alloc-*` feature this build was made with.

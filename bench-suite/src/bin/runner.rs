@@ -12,11 +12,18 @@
 //!        [--allocators memcg,system,...] [--workloads larson,...]
 //!        [--bins DIR] [--no-build] [--no-cachegrind] [--out FILE] [--results DIR]
 //!        [--reuse]
+//! runner --group-scale [--quick] [--reps N] [--out FILE] [--results DIR]
+//!        [--bins DIR] [--no-build] [--rev TEXT]
 //! ```
 //!
 //! `--quick`: one repetition at scale 0.1 with memcg, system, jemalloc and
 //! mimalloc, short cachegrind runs, written under `<target>/bench-quick/` so
 //! the committed `BENCHMARKS.md` is left alone.
+//!
+//! `--group-scale`: only the group-scale pass instead (memcg and jemalloc,
+//! the `scale` binary; its own options): see `memcg_bench::scale::report`.
+//! It rewrites the "Group scale" section of `BENCHMARKS.md` alone, and the
+//! full report keeps that section as it finds it.
 //!
 //! `--reuse`: no build and no campaign; the workload and timed-pairs figures
 //! are read back from `raw.csv` and `pairs.csv` of the last campaign (the
@@ -736,13 +743,17 @@ fn svg_chart(rows: &[(String, Vec<(String, f64)>)], labels: &[String]) -> String
 }
 
 fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.iter().any(|a| a == "--group-scale") {
+        std::process::exit(memcg_bench::scale::report::main(&argv));
+    }
     let opts = match parse_opts() {
         Ok(o) => o,
         Err(e) => {
             if !e.is_empty() {
                 eprintln!("runner: {e}");
             }
-            eprintln!("usage: runner [--quick] [--reps N] [--scale S] [--threads 1,2,4] [--allocators a,b] [--workloads w,x] [--bins DIR] [--no-build] [--no-cachegrind] [--out FILE] [--results DIR] [--reuse]");
+            eprintln!("usage: runner [--quick] [--reps N] [--scale S] [--threads 1,2,4] [--allocators a,b] [--workloads w,x] [--bins DIR] [--no-build] [--no-cachegrind] [--out FILE] [--results DIR] [--reuse] | runner --group-scale [--quick] [--reps N] [--out FILE] [--results DIR] [--bins DIR] [--no-build] [--rev TEXT]");
             std::process::exit(2);
         }
     };
@@ -1442,6 +1453,13 @@ fn main() {
                 .unwrap_or_else(|_| results.join("raw.csv").display().to_string())
         }
     );
+    // The "Group scale" section is `--group-scale`'s: keep the one there is.
+    let kept = fs::read_to_string(&out_md)
+        .ok()
+        .and_then(|old| memcg_bench::scale::report::section_of(&old));
+    if let Some(sec) = kept {
+        md = memcg_bench::scale::report::splice(&md, &sec);
+    }
     fs::write(&out_md, md).expect("write report");
     eprintln!("== wrote {} and {}", out_md.display(), results.display());
     if !failures.is_empty() || !mismatches.is_empty() {
