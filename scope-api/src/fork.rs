@@ -2,12 +2,11 @@
 //! is locked across `fork()`, so a child never inherits it held by a thread
 //! that does not exist there. (The allocator itself takes no locks.)
 
-use crate::group::{Entry, REGISTRY};
+use crate::group::{Registry, REGISTRY};
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::sync::MutexGuard;
 
-type Guard = MutexGuard<'static, BTreeMap<u64, Entry>>;
+type Guard = MutexGuard<'static, Registry>;
 
 thread_local! {
     // The forking thread holds the registry here between prepare and the

@@ -3,7 +3,7 @@
 use crate::error::BuildError;
 use crate::event::Event;
 use memcg_alloc::groups::{self, GroupNode, UNLIMITED};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -46,11 +46,12 @@ impl Drop for Inner {
         if self.parent.is_none() {
             return; // the root never dies
         }
-        // SAFETY: the id is read from our live node.
+        // SAFETY: our handle reference keeps the node alive until `kill`
+        // below; the id is written before the node is published.
         let id = unsafe { (*self.node).id };
         crate::bypass(|| {
             let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-            reg.remove(&id);
+            reg.remove(id, &self.path);
         });
         // SAFETY: we own the handle reference, given up here.
         unsafe { GroupNode::kill(self.node) };
@@ -60,29 +61,123 @@ impl Drop for Inner {
     }
 }
 
-/// A live group in the registry: its path is kept here so that names can
-/// be checked under the lock without taking a handle (a handle dropped
-/// last under the lock would deadlock on the group's death).
+/// A group in the registry. Only a weak reference: the registry never
+/// keeps a group alive, and a handle upgraded under the lock is dropped
+/// after it (a handle dropped last under the lock would deadlock on the
+/// group's death, which takes the lock).
 pub(crate) struct Entry {
-    pub(crate) path: String,
-    pub(crate) group: Weak<Inner>,
+    /// The parent's node id (0 for a child of the root).
+    parent: u64,
+    group: Weak<Inner>,
 }
 
-/// Live groups by node id (for `report`, event hooks and error paths).
-/// Every holder runs bypassed (charging the root, which has no limits), so
-/// no event, and so no hook, can fire while it is held.
-pub(crate) static REGISTRY: Mutex<BTreeMap<u64, Entry>> = Mutex::new(BTreeMap::new());
+impl Entry {
+    /// Whether a handle to the group still exists. False once the last
+    /// handle is gone, even before the group's death reaches the registry.
+    fn is_live(&self) -> bool {
+        self.group.strong_count() > 0
+    }
+}
 
-/// Every live group but the root, in creation order. Handles are taken
-/// under the lock and used after it: a handle dropped last runs the
-/// group's death, which takes the lock again.
-pub(crate) fn live_groups() -> Vec<Group> {
-    crate::bypass(|| {
-        let reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-        reg.values()
+/// The groups that are alive (or dying: last handle gone, not yet
+/// removed), indexed three ways so that every lookup is O(log n) in the
+/// number of groups:
+///
+/// - by node id, which grows with each group made, so iteration is
+///   creation order (`report` lists siblings in that order);
+/// - by path, for name checks on build and [`Group::find`];
+/// - by (parent id, child id), so a group's children are one range.
+///
+/// The root is in none of them (it never dies; its id is 0).
+///
+/// Every holder of the lock runs bypassed (charging the root, which has no
+/// limits), so no event, and so no hook, can fire while it is held; the
+/// maps allocate through the global allocator, so this matters.
+pub(crate) struct Registry {
+    by_id: BTreeMap<u64, Entry>,
+    /// The id of the group that holds each path. A dying group's path may
+    /// be taken over by a new group before the dying one is removed; its
+    /// removal then leaves the newcomer's mapping alone.
+    by_path: BTreeMap<String, u64>,
+    children: BTreeSet<(u64, u64)>,
+}
+
+impl Registry {
+    pub(crate) const fn new() -> Self {
+        Registry {
+            by_id: BTreeMap::new(),
+            by_path: BTreeMap::new(),
+            children: BTreeSet::new(),
+        }
+    }
+
+    /// Whether a live group holds `path`. A group whose last handle is
+    /// gone does not: its death is under way and will not be undone, so
+    /// its path is free for a new group at once (rather than failing with
+    /// `NameTaken` until the dying thread gets the lock).
+    fn path_taken(&self, path: &str) -> bool {
+        self.by_path
+            .get(path)
+            .and_then(|id| self.by_id.get(id))
+            .is_some_and(Entry::is_live)
+    }
+
+    /// Records a new group; replaces a dying holder of the same path.
+    fn insert(&mut self, id: u64, parent: u64, path: String, group: Weak<Inner>) {
+        self.by_id.insert(id, Entry { parent, group });
+        self.children.insert((parent, id));
+        self.by_path.insert(path, id);
+    }
+
+    /// Forgets group `id` (whose path was `path`). The path mapping goes
+    /// only if it still names this group.
+    fn remove(&mut self, id: u64, path: &str) {
+        if let Some(e) = self.by_id.remove(&id) {
+            self.children.remove(&(e.parent, id));
+        }
+        if self.by_path.get(path) == Some(&id) {
+            self.by_path.remove(path);
+        }
+    }
+
+    fn get(&self, id: u64) -> Option<Group> {
+        let inner = self.by_id.get(&id)?.group.upgrade()?;
+        Some(Group { inner })
+    }
+
+    fn find(&self, path: &str) -> Option<Group> {
+        self.by_path.get(path).and_then(|&id| self.get(id))
+    }
+
+    /// Live children of `parent`, in creation order.
+    fn children(&self, parent: u64) -> Vec<Group> {
+        self.children
+            .range((parent, 0)..=(parent, u64::MAX))
+            .filter_map(|&(_, id)| self.get(id))
+            .collect()
+    }
+
+    /// Every live group, in creation order.
+    fn live(&self) -> Vec<Group> {
+        self.by_id
+            .values()
             .filter_map(|e| e.group.upgrade())
             .map(|inner| Group { inner })
             .collect()
+    }
+}
+
+/// The registry of live groups (for `report`, `find`, `children`, event
+/// hooks and error paths). See [`Registry`] for the rules of the lock.
+pub(crate) static REGISTRY: Mutex<Registry> = Mutex::new(Registry::new());
+
+/// Every live group but the root, in creation order. Handles are taken
+/// under the lock and used (and dropped) after it: a handle dropped last
+/// runs the group's death, which takes the lock again.
+pub(crate) fn live_groups() -> Vec<Group> {
+    crate::bypass(|| {
+        let reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        reg.live()
     })
 }
 
@@ -288,13 +383,51 @@ impl Group {
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
-    /// Live groups with this parent.
+    /// Whether the group was built with
+    /// [`isolated(true)`](GroupBuilder::isolated): its small objects get
+    /// slabs of their own. False for the root.
+    pub fn is_isolated(&self) -> bool {
+        self.node().is_isolated()
+    }
+
+    /// Live groups with this parent, in creation order. O(log n + k) for
+    /// n groups of which k are this group's children.
     pub fn children(&self) -> Vec<Group> {
+        let id = self.node().id;
         crate::bypass(|| {
-            live_groups()
-                .into_iter()
-                .filter(|g| g.inner.parent.as_ref().is_some_and(|p| p == self))
-                .collect()
+            let reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+            reg.children(id)
+        })
+    }
+
+    /// The live group whose [`path`](Self::path) is `path` (`"/"` gives the
+    /// root), in O(log n) for n groups. The path must be spelled as `path`
+    /// returns it: no trailing `/`, no `.` or `..`, no repeated `/`.
+    ///
+    /// A group is found from its creation until its last handle is dropped;
+    /// after that `find` answers `None`, and the path may be given to a new
+    /// group.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static GLOBAL: memcg_alloc::SlabAlloc = memcg_alloc::SlabAlloc::new();
+    /// # use memcg_scope::Group;
+    /// # fn main() {
+    /// let tenants = Group::new("find-doc-tenants");
+    /// let a = tenants.child("a").build();
+    /// assert_eq!(Group::find("/find-doc-tenants/a"), Some(a.clone()));
+    /// assert!(Group::find("/").unwrap().is_root());
+    /// drop(a);
+    /// assert_eq!(Group::find("/find-doc-tenants/a"), None);
+    /// # }
+    /// ```
+    pub fn find(path: &str) -> Option<Group> {
+        if path == "/" {
+            return Some(root());
+        }
+        crate::bypass(|| {
+            let reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+            reg.find(path)
         })
     }
 
@@ -303,11 +436,10 @@ impl Group {
         if id == 0 {
             return Some(root());
         }
-        let found = crate::bypass(|| {
+        crate::bypass(|| {
             let reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-            reg.get(&id).and_then(|e| e.group.upgrade())
-        });
-        found.map(|inner| Group { inner })
+            reg.get(id)
+        })
     }
 }
 
@@ -320,6 +452,7 @@ pub struct GroupBuilder {
     high: Option<usize>,
     slab_max: Option<usize>,
     on_exceed: OnExceed,
+    isolated: bool,
 }
 
 impl GroupBuilder {
@@ -331,6 +464,7 @@ impl GroupBuilder {
             high: None,
             slab_max: None,
             on_exceed: OnExceed::Report,
+            isolated: false,
         }
     }
 
@@ -358,6 +492,41 @@ impl GroupBuilder {
         self
     }
 
+    /// Gives the group's small objects slabs of their own (`true`) instead
+    /// of slabs shared with other groups (`false`, the default).
+    ///
+    /// A slab is a span of one or more 16 KiB slices cut into blocks of one
+    /// size class (at most 128 KiB; larger objects always get mappings of
+    /// their own). On shared slabs, one group's objects sit next to other
+    /// groups' objects in the same slab. An isolated group's never do, so:
+    ///
+    /// - a use-after-free or a buffer overflow inside the group's code
+    ///   cannot read or corrupt another group's objects *in the same slab*,
+    ///   nor can another group's bugs reach this group's objects that way;
+    /// - the group's memory footprint cannot be inflated by, and cannot
+    ///   inflate, another group's fragmentation: the partly filled slabs
+    ///   it pins hold only its own objects.
+    ///
+    /// It is not a sandbox: all groups share one address space, so a wild
+    /// pointer or an overflow running past the end of a slab can still
+    /// reach any memory.
+    ///
+    /// The cost is memory: on each thread the group allocates on, every
+    /// size class it uses holds at least one slab of its own, most often
+    /// partly filled (plus up to [`Tunables::empty_slabs_kept`] empty ones
+    /// until they are purged). Use it for a few tenants that need the
+    /// separation or that fill whole slabs by themselves, not for
+    /// thousands of small ones.
+    ///
+    /// It is set once, at build, and is not inherited: a child of an
+    /// isolated group shares slabs unless it is built isolated too.
+    ///
+    /// [`Tunables::empty_slabs_kept`]: crate::Tunables::empty_slabs_kept
+    pub fn isolated(mut self, isolated: bool) -> Self {
+        self.isolated = isolated;
+        self
+    }
+
     /// Builds the group.
     ///
     /// # Panics
@@ -370,6 +539,11 @@ impl GroupBuilder {
     }
 
     /// Builds the group, or says why it cannot be built.
+    ///
+    /// [`BuildError::NameTaken`] means a sibling with this name still has
+    /// a handle somewhere. The name is free again once the sibling's last
+    /// handle is dropped, even while another thread is still running that
+    /// group's death. The check is O(log n) in the number of groups.
     pub fn try_build(self) -> Result<Group, BuildError> {
         let n = &self.name;
         if n.is_empty() || n.len() > 64 || n.contains('/') || n.chars().any(char::is_control) {
@@ -383,7 +557,7 @@ impl GroupBuilder {
         crate::fork::install();
         crate::bypass(|| {
             let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-            if reg.values().any(|e| e.path == path) {
+            if reg.path_taken(&path) {
                 return Err(BuildError::NameTaken(path.clone()));
             }
             // SAFETY: the parent handle keeps its node alive.
@@ -397,6 +571,8 @@ impl GroupBuilder {
             nr.set_high(self.high.unwrap_or(UNLIMITED));
             nr.set_slab_max(self.slab_max.unwrap_or(UNLIMITED));
             nr.set_fail_mode(self.on_exceed == OnExceed::Fail);
+            // Before the group is published: no cache of it exists yet.
+            groups::set_isolated(nr, self.isolated);
             let inner = Arc::new(Inner {
                 node,
                 name: self.name.clone(),
@@ -406,12 +582,76 @@ impl GroupBuilder {
             });
             reg.insert(
                 nr.id,
-                Entry {
-                    path: path.clone(),
-                    group: Arc::downgrade(&inner),
-                },
+                self.parent.node().id,
+                path.clone(),
+                Arc::downgrade(&inner),
             );
             Ok(Group { inner })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A registry entry's target that needs no allocator node: with no
+    /// parent, dropping it does nothing (as for the root).
+    fn fake(path: &str) -> Arc<Inner> {
+        Arc::new(Inner {
+            node: std::ptr::null_mut(),
+            name: String::new(),
+            path: path.to_string(),
+            parent: None,
+            hooks: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn paths(gs: &[Group]) -> Vec<&str> {
+        gs.iter().map(|g| g.path()).collect()
+    }
+
+    #[test]
+    fn dying_holder_gives_its_path_up() {
+        let mut reg = Registry::new();
+        let old = fake("/x");
+        reg.insert(1, 0, "/x".into(), Arc::downgrade(&old));
+        assert!(reg.path_taken("/x"));
+        // The last handle goes; its death has not reached the registry yet.
+        drop(old);
+        assert!(!reg.path_taken("/x"));
+        assert!(reg.find("/x").is_none());
+        let new = fake("/x");
+        reg.insert(2, 0, "/x".into(), Arc::downgrade(&new));
+        // The dying group's removal arrives late and leaves the newcomer be.
+        reg.remove(1, "/x");
+        assert!(reg.path_taken("/x"));
+        assert!(Arc::ptr_eq(&reg.find("/x").unwrap().inner, &new));
+        assert_eq!(paths(&reg.children(0)), ["/x"]);
+        reg.remove(2, "/x");
+        assert!(!reg.path_taken("/x"));
+        assert!(reg.by_id.is_empty() && reg.by_path.is_empty() && reg.children.is_empty());
+    }
+
+    #[test]
+    fn children_and_live_keep_creation_order() {
+        let mut reg = Registry::new();
+        let gs: Vec<Arc<Inner>> = ["/a", "/b", "/a/c", "/b/d", "/a/e"]
+            .iter()
+            .map(|p| fake(p))
+            .collect();
+        // ids 1..=5; parents: root, root, /a, /b, /a.
+        for (i, (g, parent)) in gs.iter().zip([0, 0, 1, 2, 1]).enumerate() {
+            reg.insert(i as u64 + 1, parent, g.path.clone(), Arc::downgrade(g));
+        }
+        assert_eq!(paths(&reg.children(0)), ["/a", "/b"]);
+        assert_eq!(paths(&reg.children(1)), ["/a/c", "/a/e"]);
+        assert_eq!(paths(&reg.children(2)), ["/b/d"]);
+        assert!(reg.children(5).is_empty());
+        assert_eq!(paths(&reg.live()), ["/a", "/b", "/a/c", "/b/d", "/a/e"]);
+        reg.remove(3, "/a/c");
+        assert_eq!(paths(&reg.children(1)), ["/a/e"]);
+        assert!(reg.find("/a/c").is_none());
+        assert_eq!(reg.find("/a/e").unwrap().path(), "/a/e");
     }
 }

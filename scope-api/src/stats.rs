@@ -2,6 +2,7 @@
 
 use crate::group::{live_groups, root, Group};
 use memcg_alloc::groups::{EventCounts, UNLIMITED};
+use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 
 /// Event counts.
@@ -195,12 +196,23 @@ fn report_now() -> String {
             w = 16usize.saturating_sub(depth * 2),
         );
     }
-    fn walk(out: &mut String, all: &[Group], g: &Group, depth: usize) {
-        line(out, g, depth);
-        for c in all.iter().filter(|c| c.parent().as_ref() == Some(g)) {
-            walk(out, all, c, depth + 1);
+    // Children by parent id, in creation order: one pass, not one scan
+    // of every group per group.
+    let mut children: HashMap<u64, Vec<&Group>> = HashMap::new();
+    for g in &groups {
+        if let Some(p) = &g.inner.parent {
+            children.entry(p.node().id).or_default().push(g);
         }
     }
-    walk(&mut out, &groups, &root(), 0);
+    // Depth first, parents before children, with a stack of our own (a
+    // deep tree must not overflow the thread's).
+    let root = root();
+    let mut stack: Vec<(&Group, usize)> = vec![(&root, 0)];
+    while let Some((g, depth)) = stack.pop() {
+        line(&mut out, g, depth);
+        if let Some(kids) = children.get(&g.node().id) {
+            stack.extend(kids.iter().rev().map(|&c| (c, depth + 1)));
+        }
+    }
     out
 }
