@@ -119,8 +119,10 @@ unsafe fn free<const ALIGNED: bool>(ptr: *mut u8) {
 }
 
 /// Puts a block back on its slab, owned by this thread, and credits
-/// `cache`, the slab's cache (or, for an orphan, null). `CHECK_STATE`
-/// tests that the descriptor is a live slab (the caller knows it otherwise).
+/// `cache`, the slab's cache (or, for an orphan, null), when the block is
+/// its group's; a shared slab's block of another group is credited on the
+/// slow path. `CHECK_STATE` tests that the descriptor is a live slab (the
+/// caller knows it otherwise).
 ///
 /// # Safety
 /// The calling thread owns the slab's segment; `b` is a live block of it.
@@ -139,15 +141,28 @@ unsafe fn local_free<const CHECK_STATE: bool>(
         }
         #[cfg(feature = "checks")]
         slab::check_free(s, b);
+        // Only shared slabs have tags; their blocks may be any group's.
+        let tags = (*s).tags;
+        let mut tag = 0;
+        let mut foreign = false;
+        if !tags.is_null() {
+            tag = *tags.add(slab::block_index(s, b.cast()));
+            foreign = cache.is_null() || tag != (*cache).tag;
+        }
         slab::link(s, b, first);
         (*s).free = b;
         let rel = (*s).used_rel - 1;
         (*s).used_rel = rel;
-        // Slow only for a full or orphaned slab, or an emptied one that
-        // is not the allocation head (an empty head is kept).
-        if rel < 0 {
+        // Slow for a full or orphaned slab, an emptied one that is not the
+        // allocation head (an empty head is kept), or another group's block.
+        if (rel < 0) | foreign {
             crate::cold_path();
-            cache::local_free_slow(heap::current(), s);
+            let owner = if tags.is_null() {
+                (*s).owner
+            } else {
+                group::node_at(tag)
+            };
+            cache::local_free_slow(heap::current(), s, owner);
         } else {
             cache::credit(cache, (*s).block_size as usize);
         }
@@ -206,8 +221,8 @@ unsafe fn remote_free(h: *mut heap::Heap, seg: *mut Segment, s: *mut segment::Sl
             bad_free(false);
         }
         let bytes = (*s).block_size as usize;
-        let owner = (*s).owner;
-        if !heap::is_placeholder(h) && (*(*h).current).node == owner {
+        let owner = slab::owner_of(s, b.cast());
+        if !heap::is_placeholder(h) && heap::current_node() == owner {
             cache::credit((*h).current, bytes);
         } else {
             GroupNode::uncharge(owner, bytes, true);
