@@ -40,6 +40,10 @@ pub fn reserve_batch() -> usize {
     RESERVE_BATCH.load(Ordering::Relaxed)
 }
 
+/// Bytes a group allocates from a thread's shared slabs, in one stretch
+/// with its group cache loaded, before it gets a dedicated cache there.
+pub const PROMOTE_AFTER: usize = 4 << 20;
+
 /// Empty slabs a cache keeps per class, the allocation head included.
 static EMPTY_SLABS_KEPT: AtomicUsize = AtomicUsize::new(1);
 
@@ -252,18 +256,22 @@ pub unsafe fn alloc(cache: *mut Cache, class: usize) -> *mut u8 {
         // tag is written out of line: inlined here, it crashes the LLVM of
         // rustc 1.95 (its module inliner) in programs that call the
         // allocator through `&dyn GlobalAlloc`.
+        // Returning the callee's result makes the call a jump: the fast
+        // path keeps no stack frame.
         if !(*s).tags.is_null() {
-            tag_block(s, b.cast(), (*cache).tag);
+            return tag_block(s, b.cast(), (*cache).tag);
         }
         b.cast()
     }
 }
 
-/// Records the owner of a block just handed out from a shared slab.
+/// Records the owner of a block just handed out from a shared slab, and
+/// returns the block.
 #[inline(never)]
-unsafe fn tag_block(s: *mut Slab, b: *mut u8, tag: u32) {
+unsafe fn tag_block(s: *mut Slab, b: *mut u8, tag: u32) -> *mut u8 {
     // SAFETY: the caller passes a shared slab and one of its blocks.
-    unsafe { slab::set_tag(s, b, tag) }
+    unsafe { slab::set_tag(s, b, tag) };
+    b
 }
 
 /// Allocates a zeroed block of `class`; a block carved from memory fresh
@@ -412,6 +420,15 @@ unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
                 return (null_mut(), false);
             }
             return alloc_slow((*h).current, class);
+        }
+        // A group that allocates this much from the shared slabs in one
+        // stretch on this thread gets slabs of its own here: its objects
+        // fill whole slabs, and its fast paths become the root's.
+        if (*cache).tagged && (*cache).taken.load(Ordering::Relaxed) > PROMOTE_AFTER {
+            let d = heap::promote(heap);
+            if !d.is_null() {
+                return alloc_slow(d, class);
+            }
         }
         // Frees since the last look may have moved the reserve's edge.
         set_limits(cache);

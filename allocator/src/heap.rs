@@ -729,6 +729,34 @@ unsafe fn group_cache_for(h: *mut Heap, node: *mut GroupNode) -> *mut GroupCache
     }
 }
 
+/// Gives the loaded group a dedicated cache on this thread (see
+/// `cache::PROMOTE_AFTER`), moving its reserve there and making it
+/// current; null (nothing changed) when out of memory.
+///
+/// # Safety
+/// Owner thread only; the shared cache is current with a group loaded.
+pub unsafe fn promote(h: *mut Heap) -> *mut Cache {
+    // SAFETY: owner-only; the loaded group cache holds its node.
+    unsafe {
+        let g = (*h).active;
+        if g.is_null() || !(*g).dedicated.is_null() {
+            return null_mut();
+        }
+        let d = cache::CACHES.alloc().cast::<Cache>();
+        if d.is_null() {
+            return null_mut();
+        }
+        let node = (*g).node;
+        Cache::init(d, h, node);
+        let r = cache::unload(&raw mut (*h).shared);
+        (*h).active = null_mut();
+        cache::load(d, node, r);
+        (*g).dedicated = d;
+        make_current(h, d);
+        d
+    }
+}
+
 /// Saves the loaded group cache's reserve out of the shared cache.
 ///
 /// # Safety
