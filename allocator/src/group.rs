@@ -514,8 +514,10 @@ impl GroupNode {
         /// walk has succeeded (a refused charge leaves no trace but its
         /// max and fail events). Deeper trees apply the rest at once.
         const DEFERRED: usize = 16;
-        let mut deferred: [(*mut GroupNode, usize, usize); DEFERRED] =
-            [(null_mut(), 0, 0); DEFERRED];
+        // Each level's usage before the charge; the levels themselves are
+        // found again by the parent links. Not initialised: a charge is
+        // the hot part of a refill, and zeroing would cost a `memset`.
+        let mut deferred = [core::mem::MaybeUninit::<usize>::uninit(); DEFERRED];
         let mut ndeferred = 0;
         let mut exceeded: Option<(*mut GroupNode, LimitKind, usize, usize)> = None;
         let mut n = node;
@@ -582,15 +584,19 @@ impl GroupNode {
                     }
                 }
                 if ndeferred < DEFERRED {
-                    deferred[ndeferred] = (n, old, old + bytes);
+                    deferred[ndeferred].write(old);
                     ndeferred += 1;
                 } else {
                     Self::note_growth(n, old, old + bytes);
                 }
                 n = lvl.parent;
             }
-            for &(lvl, old, new) in &deferred[..ndeferred] {
-                Self::note_growth(lvl, old, new);
+            let mut lvl = node;
+            for old in &deferred[..ndeferred] {
+                // SAFETY (of the read): the first `ndeferred` were written.
+                let old = old.assume_init();
+                Self::note_growth(lvl, old, old + bytes);
+                lvl = (*lvl).parent;
             }
             if let Some((lvl, kind, usage, limit)) = exceeded {
                 Self::note_exceed(node, lvl, kind, usage, limit, bytes, false);
@@ -604,7 +610,11 @@ impl GroupNode {
         // SAFETY: as in `charge`.
         unsafe {
             let Some(info) = (*n).info() else { return };
-            info.peak.fetch_max(new, Ordering::Relaxed);
+            // A load first: most charges do not raise the peak, and a plain
+            // read costs no locked instruction.
+            if new > info.peak.load(Ordering::Relaxed) {
+                info.peak.fetch_max(new, Ordering::Relaxed);
+            }
             let high = info.high.load(Ordering::Relaxed);
             if old <= high && new > high {
                 Self::count_event(n, EventKind::High);

@@ -49,6 +49,9 @@ pub struct Heap {
     /// Which group caches this thread keeps: `SETS` sets of `WAYS`, by the
     /// group's index (see [`lookup`]).
     pub table: [*mut GroupCache; SETS * WAYS],
+    /// The records `table` points at (slot `i` holds entry `i`'s): kept in
+    /// the heap, so a switch touches no other memory of the allocator's.
+    pub slots: [GroupCache; SETS * WAYS],
     /// Bumped on every switch to a group; a group cache's `last_used`.
     pub clock: u64,
     /// Nesting depth of `fallible` sections: over-limit charges fail.
@@ -78,9 +81,7 @@ pub const WAYS: usize = 8;
 /// reserve, or the group's dedicated cache (isolated groups).
 #[repr(C)]
 pub struct GroupCache {
-    /// The pool's free-list link while the record is free.
-    link: Link,
-    /// The group (holds a reference).
+    /// The group (holds a reference); null in an empty slot.
     pub node: *mut GroupNode,
     /// Bytes charged to `node` and not handed out, while not loaded (owner
     /// writes with plain stores; statistics read it).
@@ -93,7 +94,17 @@ pub struct GroupCache {
     pub live: AtomicBool,
 }
 
-static GROUP_CACHES: MetaPool = MetaPool::new(core::mem::size_of::<GroupCache>());
+impl GroupCache {
+    // Only ever copied into a fresh array, never shared.
+    #[allow(clippy::declare_interior_mutable_const)]
+    const EMPTY: GroupCache = GroupCache {
+        node: null_mut(),
+        reserve: AtomicIsize::new(0),
+        dedicated: null_mut(),
+        last_used: 0,
+        live: AtomicBool::new(false),
+    };
+}
 
 // SAFETY: the only shared heap is the immutable placeholder; real heaps are
 // used by their thread, and other threads read only the atomic fields.
@@ -109,6 +120,7 @@ static PLACEHOLDER: Heap = Heap {
     group: null_mut(),
     active: null_mut(),
     table: [null_mut(); SETS * WAYS],
+    slots: [GroupCache::EMPTY; SETS * WAYS],
     clock: 0,
     fallible: 0,
     death_seen: 0,
@@ -183,12 +195,16 @@ pub fn reserves_in_live_caches() -> isize {
             }
         }
     });
-    GROUP_CACHES.for_each_slot(|p| {
-        let g = p.cast::<GroupCache>();
+    HEAPS.for_each_slot(|p| {
+        let h = p.cast::<Heap>();
         // SAFETY: as above.
         unsafe {
-            if (*g).live.load(Ordering::Acquire) {
-                sum += (*g).reserve.load(Ordering::Relaxed);
+            if (*h).live.load(Ordering::Acquire) {
+                for g in (*h).slots.iter() {
+                    if g.live.load(Ordering::Acquire) {
+                        sum += g.reserve.load(Ordering::Relaxed);
+                    }
+                }
             }
         }
     });
@@ -244,6 +260,7 @@ pub fn init_thread() -> *mut Heap {
                 group: group::root(),
                 active: null_mut(),
                 table: [null_mut(); SETS * WAYS],
+                slots: [GroupCache::EMPTY; SETS * WAYS],
                 clock: 0,
                 fallible: 0,
                 death_seen: group::DEATH_EPOCH.load(Ordering::Acquire),
@@ -647,8 +664,9 @@ pub fn current_or_init() -> *mut Heap {
 /// The set of the table that `node`'s group cache goes in.
 #[inline]
 fn set_of(node: *mut GroupNode) -> usize {
-    // SAFETY: callers pass live nodes.
-    let i = unsafe { (*node).index } as usize;
+    // From the address (records are 64-byte aligned), not a field: a switch
+    // to a group this thread does not keep touches its record only later.
+    let i = node as usize >> 6;
     (i.wrapping_mul(0x9E37_79B9) >> 7) % SETS * WAYS
 }
 
@@ -697,15 +715,11 @@ unsafe fn group_cache_for(h: *mut Heap, node: *mut GroupNode) -> *mut GroupCache
         if !(*h).table[slot].is_null() {
             evict(h, slot);
         }
-        let g = GROUP_CACHES.alloc().cast::<GroupCache>();
-        if g.is_null() {
-            return null_mut();
-        }
+        let g = &raw mut (*h).slots[slot];
         let mut dedicated = null_mut();
         if (*node).is_isolated() {
             dedicated = cache::CACHES.alloc().cast::<Cache>();
             if dedicated.is_null() {
-                GROUP_CACHES.free(g.cast());
                 return null_mut();
             }
             Cache::init(dedicated, h, node);
@@ -714,9 +728,6 @@ unsafe fn group_cache_for(h: *mut Heap, node: *mut GroupNode) -> *mut GroupCache
         core::ptr::write(
             g,
             GroupCache {
-                link: Link {
-                    next: core::sync::atomic::AtomicPtr::new(null_mut()),
-                },
                 node,
                 reserve: AtomicIsize::new(0),
                 dedicated,
@@ -803,7 +814,6 @@ unsafe fn evict(h: *mut Heap, slot: usize) {
             cache::CACHES.free(d.cast());
             GroupNode::release(dn);
         }
-        GROUP_CACHES.free(g.cast());
         GroupNode::release(node);
     }
 }
