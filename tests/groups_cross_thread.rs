@@ -1,6 +1,7 @@
 //! Groups across threads: frees credit the group that owns the memory,
 //! whichever thread frees it; `memcg::thread::spawn` starts the thread in
-//! the caller's group; guards nest and restore; groups never share a slab.
+//! the caller's group; guards nest and restore; groups share slabs unless
+//! isolated, and an isolated group never shares one.
 
 #[global_allocator]
 static GLOBAL: memcg::SlabAlloc = memcg::SlabAlloc::new();
@@ -11,7 +12,7 @@ use groups_common::*;
 use memcg::Group;
 use std::collections::HashSet;
 
-/// Size of the slab slices: no two groups' objects share one.
+/// Size of the slab slices: no two isolated groups' objects share one.
 const SLICE: usize = 16 << 10;
 
 #[test]
@@ -153,10 +154,42 @@ fn guards_nest_and_restore() {
     assert!(memcg::current().is_root());
 }
 
+/// Where two groups' objects lie: the 16 KiB windows holding both.
+fn shared_windows(a: &Group, b: &Group) -> usize {
+    let pa: Vec<Box<[u8; 48]>> = (0..200).map(|_| a.scope(|| Box::new([1u8; 48]))).collect();
+    let pb: Vec<Box<[u8; 48]>> = (0..200).map(|_| b.scope(|| Box::new([2u8; 48]))).collect();
+    let wa: HashSet<usize> = pa.iter().map(|x| x.as_ptr() as usize / SLICE).collect();
+    let wb: HashSet<usize> = pb.iter().map(|x| x.as_ptr() as usize / SLICE).collect();
+    assert!(pa.iter().all(|x| x.iter().all(|&v| v == 1)));
+    assert!(pb.iter().all(|x| x.iter().all(|&v| v == 2)));
+    wa.intersection(&wb).count()
+}
+
 #[test]
-fn groups_never_share_a_slab() {
-    let a = Group::new("xt-no-shared-slab-a");
-    let b = Group::new("xt-no-shared-slab-b");
+fn groups_share_slabs_unless_isolated() {
+    let a = Group::new("xt-shared-slab-a");
+    let b = Group::new("xt-shared-slab-b");
+    assert!(
+        shared_windows(&a, &b) > 0,
+        "two small groups interleaving allocations share slabs"
+    );
+    let c = Group::builder("xt-shared-slab-c").isolated(true).build();
+    assert_eq!(
+        shared_windows(&a, &c),
+        0,
+        "an isolated group shares no slab"
+    );
+    // Frees of interleaved objects credit each group back to zero.
+    memcg::flush();
+    assert_eq!(a.current(), 0);
+    assert_eq!(b.current(), 0);
+    assert_eq!(c.current(), 0);
+}
+
+#[test]
+fn isolated_groups_never_share_a_slab() {
+    let a = Group::builder("xt-no-shared-slab-a").isolated(true).build();
+    let b = Group::builder("xt-no-shared-slab-b").isolated(true).build();
     let mut pa: Vec<Box<[u8; 48]>> = Vec::with_capacity(1000);
     let mut pb: Vec<Box<[u8; 48]>> = Vec::with_capacity(1000);
     let mut qa: Vec<Box<[u8; 200]>> = Vec::with_capacity(1000);

@@ -1,5 +1,6 @@
 //! What a group costs: the slab memory of a million small objects stays
-//! close to their size, and `bypass` charges the root instead of the group.
+//! close to their size (in slabs of its own when isolated, in shared slabs
+//! otherwise), and `bypass` charges the root instead of the group.
 
 #[global_allocator]
 static GLOBAL: memcg::SlabAlloc = memcg::SlabAlloc::new();
@@ -9,9 +10,17 @@ use groups_common::*;
 
 use memcg::{Group, OnExceed};
 
+/// The tests here read process-wide figures: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn million_small_objects_footprint() {
-    let g = Group::new("ovh-million-16");
+    let _serial = serial();
+    let g = Group::builder("ovh-million-16").isolated(true).build();
     let n = 1_000_000;
     // The vector of pointers lives in the root.
     let mut objs: Vec<Box<[u8; 16]>> = Vec::with_capacity(n);
@@ -45,7 +54,8 @@ fn million_small_objects_footprint() {
     assert!(c16.slab_bytes >= bytes && c16.slabs > 0, "{c16:?}");
     assert_eq!(
         s.footprint,
-        s.classes.iter().map(|c| c.slab_bytes).sum::<usize>() + s.large
+        s.classes.iter().map(|c| c.slab_bytes).sum::<usize>() + s.large,
+        "an isolated group's footprint is its slabs: {s}"
     );
     assert!(objs.iter().enumerate().all(|(i, b)| b[15] == i as u8));
     drop(objs);
@@ -57,7 +67,41 @@ fn million_small_objects_footprint() {
 }
 
 #[test]
+fn million_small_objects_in_shared_slabs() {
+    let _serial = serial();
+    let g = Group::new("ovh-million-16-shared");
+    let n = 1_000_000;
+    let mut objs: Vec<Box<[u8; 16]>> = memcg::bypass(|| Vec::with_capacity(n));
+    let before = memcg::alloc_stats().active;
+    g.scope(|| {
+        for i in 0..n {
+            objs.push(Box::new([i as u8; 16]));
+        }
+    });
+    let bytes = n * 16;
+    let s = g.stats();
+    assert!(
+        s.current >= bytes && s.current <= bytes + slack_per_thread(),
+        "current {} for {bytes} bytes",
+        s.current
+    );
+    assert!(s.footprint >= bytes, "{s}");
+    // Slab memory the process gained for them (a busy group moves to slabs
+    // of its own after its first few MiB; those before carry owner tags).
+    let grown = memcg::alloc_stats().active - before;
+    assert!(
+        grown * 10 <= bytes * 13,
+        "slabs grew {grown} for {bytes} bytes of objects"
+    );
+    assert!(objs.iter().enumerate().all(|(i, b)| b[15] == i as u8));
+    drop(objs);
+    memcg::flush();
+    assert_eq!(g.stats().current, 0);
+}
+
+#[test]
 fn bypass_charges_the_root() {
+    let _serial = serial();
     let g = Group::builder("ovh-bypass")
         .max(MIB)
         .on_exceed(OnExceed::Fail)

@@ -40,6 +40,10 @@ pub fn reserve_batch() -> usize {
     RESERVE_BATCH.load(Ordering::Relaxed)
 }
 
+/// Bytes a group allocates from a thread's shared slabs, in one stretch
+/// with its group cache loaded, before it gets a dedicated cache there.
+pub const PROMOTE_AFTER: usize = 4 << 20;
+
 /// Empty slabs a cache keeps per class, the allocation head included.
 static EMPTY_SLABS_KEPT: AtomicUsize = AtomicUsize::new(1);
 
@@ -86,8 +90,14 @@ pub struct Cache {
     /// Above this, frees hand the excess reserve back.
     pub reserve_high: isize,
     pub heap: *mut Heap,
-    /// The group this cache charges (holds a reference).
+    /// The group this cache charges (holds a reference, except in a heap's
+    /// shared cache, whose group is the loaded `GroupCache`'s).
     pub node: *mut GroupNode,
+    /// What allocations from shared slabs record as their owner: `node`'s
+    /// index.
+    pub tag: u32,
+    /// A heap's shared cache: its slabs are shared by groups and tagged.
+    pub tagged: bool,
     /// Counted in statistics.
     pub live: AtomicBool,
     /// The heap's other caches.
@@ -117,6 +127,8 @@ impl Cache {
             reserve_high: 0,
             heap: null_mut(),
             node: null_mut(),
+            tag: 0,
+            tagged: false,
             live: AtomicBool::new(false),
             next: null_mut(),
             classes: {
@@ -150,6 +162,7 @@ impl Cache {
             core::ptr::write(c, Cache::empty());
             (*c).heap = heap;
             (*c).node = node;
+            (*c).tag = (*node).index;
             (*c).reserve_high = 2 * reserve_batch() as isize;
             set_limits(c);
             (*node).acquire();
@@ -238,8 +251,27 @@ pub unsafe fn alloc(cache: *mut Cache, class: usize) -> *mut u8 {
         (*cache).taken.store(t, Ordering::Relaxed);
         (*s).free = slab::next_of(s, b);
         (*s).used_rel += 1;
+        // Only a shared slab has tags (and only a group's allocations use
+        // one): the root's and dedicated slabs never take this branch. The
+        // tag is written out of line: inlined here, it crashes the LLVM of
+        // rustc 1.95 (its module inliner) in programs that call the
+        // allocator through `&dyn GlobalAlloc`.
+        // Returning the callee's result makes the call a jump: the fast
+        // path keeps no stack frame.
+        if !(*s).tags.is_null() {
+            return tag_block(s, b.cast(), (*cache).tag);
+        }
         b.cast()
     }
+}
+
+/// Records the owner of a block just handed out from a shared slab, and
+/// returns the block.
+#[inline(never)]
+unsafe fn tag_block(s: *mut Slab, b: *mut u8, tag: u32) -> *mut u8 {
+    // SAFETY: the caller passes a shared slab and one of its blocks.
+    unsafe { slab::set_tag(s, b, tag) };
+    b
 }
 
 /// Allocates a zeroed block of `class`; a block carved from memory fresh
@@ -257,6 +289,9 @@ pub unsafe fn alloc_zeroed(cache: *mut Cache, class: usize) -> *mut u8 {
             (*cache).taken.store(t, Ordering::Relaxed);
             (*s).free = slab::next_of(s, b);
             (*s).used_rel += 1;
+            if !(*s).tags.is_null() {
+                slab::set_tag(s, b.cast(), (*cache).tag);
+            }
             (b.cast::<u8>(), false)
         } else {
             alloc_slow(cache, class)
@@ -316,6 +351,44 @@ unsafe fn top_up(cache: *mut Cache) {
     }
 }
 
+/// Makes the (shared) cache charge `node`, with `reserve` bytes already
+/// charged to it: a group's saved front loaded into the heap's shared cache.
+///
+/// # Safety
+/// Owner thread only; `cache` holds no reserve (see [`unload`]); the caller
+/// holds a reference on `node`.
+pub unsafe fn load(cache: *mut Cache, node: *mut GroupNode, reserve: isize) {
+    // SAFETY: owner-only.
+    unsafe {
+        (*cache).node = node;
+        (*cache).tag = (*node).index;
+        (*cache).taken.store(0, Ordering::Relaxed);
+        (*cache).freed.store(0, Ordering::Relaxed);
+        (*cache).charged.store(reserve as usize, Ordering::Relaxed);
+        (*cache).reserve_high = 2 * reserve_batch() as isize;
+        set_limits(cache);
+    }
+}
+
+/// Takes the reserve out of a (shared) cache, which then charges the root
+/// and has no reserve; returns the reserve.
+///
+/// # Safety
+/// Owner thread only.
+pub unsafe fn unload(cache: *mut Cache) -> isize {
+    // SAFETY: owner-only.
+    unsafe {
+        let r = reserve(&*cache);
+        (*cache).taken.store(0, Ordering::Relaxed);
+        (*cache).freed.store(0, Ordering::Relaxed);
+        (*cache).charged.store(0, Ordering::Relaxed);
+        (*cache).node = crate::group::root();
+        (*cache).tag = 0;
+        set_limits(cache);
+        r
+    }
+}
+
 /// Hands the reserve above one batch back to the group.
 ///
 /// # Safety
@@ -348,6 +421,15 @@ unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
             }
             return alloc_slow((*h).current, class);
         }
+        // A group that allocates this much from the shared slabs in one
+        // stretch on this thread gets slabs of its own here: its objects
+        // fill whole slabs, and its fast paths become the root's.
+        if (*cache).tagged && (*cache).taken.load(Ordering::Relaxed) > PROMOTE_AFTER {
+            let d = heap::promote(heap);
+            if !d.is_null() {
+                return alloc_slow(d, class);
+            }
+        }
         // Frees since the last look may have moved the reserve's edge.
         set_limits(cache);
         let bs = class_size(class) as isize;
@@ -378,17 +460,23 @@ unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
                 let b = (*s).free;
                 (*s).free = slab::next_of(s, b);
                 (*s).used_rel += 1;
+                if !(*s).tags.is_null() {
+                    slab::set_tag(s, b.cast(), (*cache).tag);
+                }
                 bump(&(*cache).taken, bs as usize);
                 return (b.cast(), zero);
             }
             if heap::collect_remote_frees(heap) && (*cl).head != empty_slab() {
                 continue;
             }
-            let s = heap::new_slab(heap, class);
+            let s = heap::new_slab(heap, cache, class);
             if s.is_null() {
                 return (null_mut(), false);
             }
-            slab::init(s, class, cache);
+            if !slab::init(s, class, cache, (*cache).tagged) {
+                heap::release_span(heap, s);
+                return (null_mut(), false);
+            }
             (*cl).slabs += 1;
             push_partial_front(cl, s);
         }
@@ -396,20 +484,23 @@ unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
 }
 
 /// A local free whose slab is full, orphaned, or emptied (and not the
-/// allocation head); the block is already on the slab's free list.
+/// allocation head); the block, whose group is `owner`, is already on the
+/// slab's free list.
 ///
 /// # Safety
 /// Owner thread only; `s` is a slab in one of this thread's segments.
 #[inline(never)]
-pub unsafe fn local_free_slow(heap: *mut Heap, s: *mut Slab) {
+pub unsafe fn local_free_slow(heap: *mut Heap, s: *mut Slab, owner: *mut GroupNode) {
     // SAFETY: owner-only access to the slab and its cache's lists.
     unsafe {
         let bs = (*s).block_size as usize;
         let cache = (*s).cache.load(Ordering::Relaxed);
         if cache.is_null() {
-            GroupNode::uncharge((*s).owner, bs, true);
-        } else {
+            GroupNode::uncharge(owner, bs, true);
+        } else if (*s).tags.is_null() {
             credit(cache, bs);
+        } else {
+            heap::credit_group(heap, owner, bs);
         }
         after_free(heap, s);
     }

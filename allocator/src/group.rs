@@ -10,11 +10,14 @@
 //! object. Names, hooks and the rest of a group's state live in the scope
 //! crate and are freed at death.
 
-use crate::atomic_stack::Link;
+use crate::atomic_stack::{AtomicStack, Link};
 use crate::meta_pool::MetaPool;
+use crate::os;
 use crate::size_class::NUM_CLASSES;
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 
 /// No limit.
 pub const UNLIMITED: usize = usize::MAX;
@@ -88,18 +91,52 @@ pub struct ExceedInfo {
     pub denied: bool,
 }
 
-/// The record of one group. See the module docs.
-#[repr(C)]
+/// The record of one group: what charges and frees touch, and what a dead
+/// group keeps while its objects live. 64 bytes, from a table indexed by
+/// [`GroupNode::index`] (the owner tag a shared slab keeps per block).
+///
+/// Lifetime: the record lives while it is referenced (`refs`: the handle,
+/// per-thread caches, children, large blocks, dedicated slabs) or charged
+/// (`current > 0`: live small objects and reserves pin it by their bytes,
+/// with no per-object count). The group's other state ([`GroupInfo`]) goes
+/// at death.
+#[repr(C, align(64))]
 pub struct GroupNode {
-    link: Link,
-    pub id: u64,
+    /// The group's limits, events and exceed record; null once dead. While
+    /// the record is free its first word is the free stack's link.
+    info: AtomicPtr<GroupInfo>,
     pub parent: *mut GroupNode,
-    refs: AtomicUsize,
-    dead: AtomicBool,
     /// Bytes charged here and below (small-object charges include reserves).
     current: AtomicUsize,
     /// Small-object bytes charged here and below.
     slab: AtomicUsize,
+    /// Per-class usage of the group's dedicated slabs; null until its first.
+    classes: AtomicPtr<ClassUsage>,
+    /// Unique for the process's life (indexes are reused, ids never).
+    pub id: u64,
+    refs: AtomicU32,
+    /// Dead descendants whose records are still held by live objects.
+    dying: AtomicU32,
+    /// Where the record sits in the node table; 0 is the root.
+    pub index: u32,
+    dead: AtomicBool,
+    /// Set by whoever frees the record (exactly one does).
+    freed: AtomicBool,
+    /// The group's small objects get slabs of their own.
+    isolated: AtomicBool,
+    /// Hooks are registered for this group (the scope crate dispatches).
+    pub has_hooks: AtomicBool,
+}
+
+const _: () = assert!(core::mem::size_of::<GroupNode>() == 64);
+
+/// What a live group has beyond its [`GroupNode`]: limits, peak, events and
+/// the last exceed. Freed when the group dies.
+#[repr(C)]
+pub struct GroupInfo {
+    /// The pool's free-list link while the record is free.
+    #[allow(dead_code)]
+    link: Link,
     peak: AtomicUsize,
     max: AtomicUsize,
     high: AtomicUsize,
@@ -107,8 +144,6 @@ pub struct GroupNode {
     fail_mode: AtomicBool,
     events: EventCounters,
     events_local: EventCounters,
-    /// Dead descendants whose records are still held by live objects.
-    dying: AtomicUsize,
     /// Bumped on every exceed caused by a charge made in this group.
     exceed_seq: AtomicU64,
     denied_pending: AtomicBool,
@@ -118,25 +153,97 @@ pub struct GroupNode {
     last_usage: AtomicUsize,
     last_limit: AtomicUsize,
     last_request: AtomicUsize,
-    /// Slab bytes of this group's own caches, per class (not hierarchical).
-    class_bytes: [AtomicUsize; NUM_CLASSES],
-    class_slabs: [AtomicUsize; NUM_CLASSES],
-    /// Hooks are registered for this group (the scope crate dispatches).
-    pub has_hooks: AtomicBool,
-    /// The group's small objects get slabs of their own.
-    isolated: AtomicBool,
 }
 
-// SAFETY: all shared fields are atomics; `id` and `parent` are written
-// before the node is published and never after.
+/// Slab bytes and slabs of a group's dedicated slabs, per class.
+#[repr(C)]
+pub struct ClassUsage {
+    /// The pool's free-list link while the record is free.
+    #[allow(dead_code)]
+    link: Link,
+    bytes: [AtomicUsize; NUM_CLASSES],
+    slabs: [AtomicUsize; NUM_CLASSES],
+}
+
+// SAFETY: all shared fields are atomics; `id`, `index` and `parent` are
+// written before the node is published and never after.
 unsafe impl Sync for GroupNode {}
 // SAFETY: as above.
 unsafe impl Send for GroupNode {}
+// SAFETY: atomics only.
+unsafe impl Sync for GroupInfo {}
+// SAFETY: atomics only.
+unsafe impl Sync for ClassUsage {}
 
-static NODES: MetaPool = MetaPool::new(core::mem::size_of::<GroupNode>());
+static INFOS: MetaPool = MetaPool::new(core::mem::size_of::<GroupInfo>());
+static CLASS_USAGES: MetaPool = MetaPool::new(core::mem::size_of::<ClassUsage>());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// Bumped when a group dies, so threads know to drop caches of dead groups.
 pub static DEATH_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+// --- the node table: index -> record ---
+
+/// Records per table chunk (a chunk is mapped when its first is needed).
+const CHUNK_NODES: usize = 4096;
+const CHUNKS: usize = 1024;
+/// At most this many group records exist at once (live and dying).
+pub const MAX_NODES: usize = CHUNK_NODES * CHUNKS;
+
+static NODE_CHUNKS: [AtomicPtr<GroupNode>; CHUNKS] = [const { AtomicPtr::new(null_mut()) }; CHUNKS];
+/// Indexes below this have been handed out at least once (0 is the root).
+static NEXT_INDEX: AtomicUsize = AtomicUsize::new(1);
+/// Freed records, for reuse (type-stable: chunks are never unmapped).
+static FREE_NODES: AtomicStack = AtomicStack::new();
+
+/// The record at `index`; the root for 0.
+///
+/// # Safety
+/// `index` was handed out (it is 0 or a tag written for a live block).
+#[inline]
+#[allow(dead_code)]
+pub unsafe fn node_at(index: u32) -> *mut GroupNode {
+    if index == 0 {
+        return root();
+    }
+    let i = index as usize;
+    let chunk = NODE_CHUNKS[i / CHUNK_NODES].load(Ordering::Acquire);
+    // SAFETY: a handed-out index lies in a chunk that was published before it.
+    unsafe { chunk.add(i % CHUNK_NODES) }
+}
+
+/// A record never used before; null when the table is full or out of memory.
+fn fresh_node() -> *mut GroupNode {
+    let i = NEXT_INDEX.fetch_add(1, Ordering::Relaxed);
+    if i >= MAX_NODES {
+        return null_mut();
+    }
+    let slot = &NODE_CHUNKS[i / CHUNK_NODES];
+    let mut chunk = slot.load(Ordering::Acquire);
+    if chunk.is_null() {
+        let bytes = CHUNK_NODES * core::mem::size_of::<GroupNode>();
+        let mem = os::map(bytes).cast::<GroupNode>();
+        if mem.is_null() {
+            return null_mut();
+        }
+        match slot.compare_exchange(null_mut(), mem, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                crate::stats::note_mapped(bytes as isize);
+                chunk = mem;
+            }
+            Err(won) => {
+                // SAFETY: our mapping was never published.
+                unsafe { os::unmap(mem.cast(), bytes) };
+                chunk = won;
+            }
+        }
+    }
+    // SAFETY: the slot lies in the chunk; the index is ours alone.
+    unsafe {
+        let n = chunk.add(i % CHUNK_NODES);
+        (*n).index = i as u32;
+        n
+    }
+}
 
 /// A function the scope crate installs to run hooks: `(level, at, kind)`:
 /// an event of `kind` happened at `level` and is seen at `at` (`level` or
@@ -170,17 +277,11 @@ const fn zero_counters() -> EventCounters {
     }
 }
 
-const fn node_init(id: u64, parent: *mut GroupNode) -> GroupNode {
-    GroupNode {
+const fn info_init() -> GroupInfo {
+    GroupInfo {
         link: Link {
             next: AtomicPtr::new(null_mut()),
         },
-        id,
-        parent,
-        refs: AtomicUsize::new(1),
-        dead: AtomicBool::new(false),
-        current: AtomicUsize::new(0),
-        slab: AtomicUsize::new(0),
         peak: AtomicUsize::new(0),
         max: AtomicUsize::new(UNLIMITED),
         high: AtomicUsize::new(UNLIMITED),
@@ -188,7 +289,6 @@ const fn node_init(id: u64, parent: *mut GroupNode) -> GroupNode {
         fail_mode: AtomicBool::new(false),
         events: zero_counters(),
         events_local: zero_counters(),
-        dying: AtomicUsize::new(0),
         exceed_seq: AtomicU64::new(0),
         denied_pending: AtomicBool::new(false),
         last_denied: AtomicBool::new(false),
@@ -197,17 +297,40 @@ const fn node_init(id: u64, parent: *mut GroupNode) -> GroupNode {
         last_usage: AtomicUsize::new(0),
         last_limit: AtomicUsize::new(0),
         last_request: AtomicUsize::new(0),
-        class_bytes: [const { AtomicUsize::new(0) }; NUM_CLASSES],
-        class_slabs: [const { AtomicUsize::new(0) }; NUM_CLASSES],
-        has_hooks: AtomicBool::new(false),
+    }
+}
+
+const fn node_init(id: u64, index: u32, parent: *mut GroupNode, info: *mut GroupInfo) -> GroupNode {
+    GroupNode {
+        info: AtomicPtr::new(info),
+        parent,
+        current: AtomicUsize::new(0),
+        slab: AtomicUsize::new(0),
+        classes: AtomicPtr::new(null_mut()),
+        id,
+        refs: AtomicU32::new(1),
+        dying: AtomicU32::new(0),
+        index,
+        dead: AtomicBool::new(false),
+        freed: AtomicBool::new(false),
         isolated: AtomicBool::new(false),
+        has_hooks: AtomicBool::new(false),
     }
 }
 
 struct RootCell(core::cell::UnsafeCell<GroupNode>);
 // SAFETY: GroupNode is Sync (atomics only after construction).
 unsafe impl Sync for RootCell {}
-static ROOT: RootCell = RootCell(core::cell::UnsafeCell::new(node_init(0, null_mut())));
+struct RootInfo(core::cell::UnsafeCell<GroupInfo>);
+// SAFETY: GroupInfo is atomics only.
+unsafe impl Sync for RootInfo {}
+static ROOT_INFO: RootInfo = RootInfo(core::cell::UnsafeCell::new(info_init()));
+static ROOT: RootCell = RootCell(core::cell::UnsafeCell::new(node_init(
+    0,
+    0,
+    null_mut(),
+    ROOT_INFO.0.get(),
+)));
 
 /// The root group's node (never dies).
 #[inline(always)]
@@ -251,20 +374,32 @@ pub enum ChargeMode {
 
 impl GroupNode {
     /// Creates a child of `parent` (which must be live); null when out of
-    /// memory.
+    /// memory or when [`MAX_NODES`] records exist.
     ///
     /// # Safety
     /// `parent` is a live node.
     pub unsafe fn create(parent: *mut GroupNode) -> *mut GroupNode {
-        let p = NODES.alloc().cast::<GroupNode>();
+        let info = INFOS.alloc().cast::<GroupInfo>();
+        if info.is_null() {
+            return null_mut();
+        }
+        let mut p = FREE_NODES.pop().cast::<GroupNode>();
         if p.is_null() {
+            p = fresh_node();
+        }
+        if p.is_null() {
+            // SAFETY: the info record was never published.
+            unsafe { INFOS.free(info.cast()) };
             return null_mut();
         }
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: a pool record is ours until freed; the parent is live and
-        // gets a reference for the child.
+        // SAFETY: a table record is ours until freed (its index was set when
+        // first handed out); the parent is live and gets a reference for the
+        // child.
         unsafe {
-            core::ptr::write(p, node_init(id, parent));
+            core::ptr::write(info, info_init());
+            let index = (*p).index;
+            core::ptr::write(p, node_init(id, index, parent, info));
             (*parent).acquire();
         }
         p
@@ -274,40 +409,73 @@ impl GroupNode {
         self.refs.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Drops a reference; the last one frees the record and releases the
-    /// parent.
+    /// The group's info; null once dead.
+    #[inline]
+    fn info(&self) -> Option<&GroupInfo> {
+        // SAFETY: info records are type-stable pool memory; a live group's
+        // info is freed only at its death, after which nothing charges it.
+        unsafe { self.info.load(Ordering::Acquire).as_ref() }
+    }
+
+    /// Drops a reference; the last one frees a dead, uncharged record.
     ///
     /// # Safety
     /// The caller owns one reference to `node`, not used after this.
     pub unsafe fn release(node: *mut GroupNode) {
-        let mut n = node;
-        // SAFETY: the caller's reference keeps `n` alive until the
-        // decrement; whoever takes the count to zero frees it.
+        if node == root() {
+            return;
+        }
+        // SAFETY: the caller's reference keeps `node` alive until the
+        // decrement.
         unsafe {
-            while n != root() && (*n).refs.fetch_sub(1, Ordering::AcqRel) == 1 {
-                let parent = (*n).parent;
-                if (*n).dead.load(Ordering::Relaxed) {
-                    let mut a = parent;
-                    while !a.is_null() {
-                        (*a).dying.fetch_sub(1, Ordering::Relaxed);
-                        a = (*a).parent;
-                    }
-                }
-                NODES.free(n.cast());
-                n = parent;
+            if (*node).refs.fetch_sub(1, Ordering::SeqCst) == 1 {
+                Self::maybe_free(node);
             }
         }
     }
 
-    /// Marks the group dead (its last handle is gone) and drops the handle's
-    /// reference. Threads drop their caches for it at their next chance.
+    /// Frees the record when it is dead, unreferenced and uncharged; of the
+    /// threads that see all three, exactly one frees it. SeqCst on `refs`,
+    /// `current` and `dead` makes the last change to any of them see the
+    /// others' final values.
+    unsafe fn maybe_free(node: *mut GroupNode) {
+        // SAFETY: the record is type-stable table memory; the `freed` swap
+        // picks one freer.
+        unsafe {
+            let n = &*node;
+            if !n.dead.load(Ordering::SeqCst)
+                || n.refs.load(Ordering::SeqCst) != 0
+                || n.current.load(Ordering::SeqCst) != 0
+                || n.freed.swap(true, Ordering::AcqRel)
+            {
+                return;
+            }
+            let parent = n.parent;
+            let mut a = parent;
+            while !a.is_null() {
+                (*a).dying.fetch_sub(1, Ordering::Relaxed);
+                a = (*a).parent;
+            }
+            let cu = n.classes.swap(null_mut(), Ordering::AcqRel);
+            if !cu.is_null() {
+                CLASS_USAGES.free(cu.cast());
+            }
+            FREE_NODES.push(node.cast());
+            Self::release(parent);
+        }
+    }
+
+    /// Marks the group dead (its last handle is gone), frees its info, and
+    /// drops the handle's reference. Threads drop their caches for it at
+    /// their next chance; its record stays while its objects do.
     ///
     /// # Safety
-    /// `node` is a live, non-root node whose handle reference the caller owns.
+    /// `node` is a live, non-root node whose handle reference the caller
+    /// owns; no thread is in the group or in a descendant.
     pub unsafe fn kill(node: *mut GroupNode) {
         // SAFETY: the caller's reference keeps the node alive here.
         unsafe {
-            if (*node).dead.swap(true, Ordering::AcqRel) {
+            if (*node).dead.swap(true, Ordering::SeqCst) {
                 return;
             }
             let mut a = (*node).parent;
@@ -315,16 +483,13 @@ impl GroupNode {
                 (*a).dying.fetch_add(1, Ordering::Relaxed);
                 a = (*a).parent;
             }
+            let info = (*node).info.swap(null_mut(), Ordering::AcqRel);
+            if !info.is_null() {
+                INFOS.free(info.cast());
+            }
             DEATH_EPOCH.fetch_add(1, Ordering::Release);
             Self::release(node);
         }
-    }
-
-    pub fn set_isolated(&self, on: bool) {
-        self.isolated.store(on, Ordering::Relaxed);
-    }
-    pub fn is_isolated(&self) -> bool {
-        self.isolated.load(Ordering::Relaxed)
     }
 
     pub fn is_dead(&self) -> bool {
@@ -338,7 +503,7 @@ impl GroupNode {
     /// limit refuses it (see [`ChargeMode`]).
     ///
     /// # Safety
-    /// `node` is live (the caller holds a reference).
+    /// `node` is live (the caller holds a reference) and not dead.
     pub unsafe fn charge(
         node: *mut GroupNode,
         bytes: usize,
@@ -349,8 +514,10 @@ impl GroupNode {
         /// walk has succeeded (a refused charge leaves no trace but its
         /// max and fail events). Deeper trees apply the rest at once.
         const DEFERRED: usize = 16;
-        let mut deferred: [(*mut GroupNode, usize, usize); DEFERRED] =
-            [(null_mut(), 0, 0); DEFERRED];
+        // Each level's usage before the charge; the levels themselves are
+        // found again by the parent links. Not initialised: a charge is
+        // the hot part of a refill, and zeroing would cost a `memset`.
+        let mut deferred = [core::mem::MaybeUninit::<usize>::uninit(); DEFERRED];
         let mut ndeferred = 0;
         let mut exceeded: Option<(*mut GroupNode, LimitKind, usize, usize)> = None;
         let mut n = node;
@@ -359,8 +526,14 @@ impl GroupNode {
         unsafe {
             while !n.is_null() {
                 let lvl = &*n;
-                let max = lvl.max.load(Ordering::Relaxed);
-                let slab_max = lvl.slab_max.load(Ordering::Relaxed);
+                let (max, slab_max, fail_mode) = match lvl.info() {
+                    Some(i) => (
+                        i.max.load(Ordering::Relaxed),
+                        i.slab_max.load(Ordering::Relaxed),
+                        i.fail_mode.load(Ordering::Relaxed),
+                    ),
+                    None => (UNLIMITED, UNLIMITED, false),
+                };
                 // Limited counters are raised only within their limit (CAS),
                 // so no reader ever sees a refused charge.
                 let mut hit = None;
@@ -388,7 +561,7 @@ impl GroupNode {
                 if let Some((kind, usage, limit)) = hit {
                     let refuse = match mode {
                         ChargeMode::Probe | ChargeMode::Fallible => true,
-                        ChargeMode::Normal => lvl.fail_mode.load(Ordering::Relaxed),
+                        ChargeMode::Normal => fail_mode,
                     };
                     if mode != ChargeMode::Probe {
                         Self::count_event(n, EventKind::Max);
@@ -411,15 +584,19 @@ impl GroupNode {
                     }
                 }
                 if ndeferred < DEFERRED {
-                    deferred[ndeferred] = (n, old, old + bytes);
+                    deferred[ndeferred].write(old);
                     ndeferred += 1;
                 } else {
                     Self::note_growth(n, old, old + bytes);
                 }
                 n = lvl.parent;
             }
-            for &(lvl, old, new) in &deferred[..ndeferred] {
-                Self::note_growth(lvl, old, new);
+            let mut lvl = node;
+            for old in &deferred[..ndeferred] {
+                // SAFETY (of the read): the first `ndeferred` were written.
+                let old = old.assume_init();
+                Self::note_growth(lvl, old, old + bytes);
+                lvl = (*lvl).parent;
             }
             if let Some((lvl, kind, usage, limit)) = exceeded {
                 Self::note_exceed(node, lvl, kind, usage, limit, bytes, false);
@@ -432,9 +609,13 @@ impl GroupNode {
     unsafe fn note_growth(n: *mut GroupNode, old: usize, new: usize) {
         // SAFETY: as in `charge`.
         unsafe {
-            let lvl = &*n;
-            lvl.peak.fetch_max(new, Ordering::Relaxed);
-            let high = lvl.high.load(Ordering::Relaxed);
+            let Some(info) = (*n).info() else { return };
+            // A load first: most charges do not raise the peak, and a plain
+            // read costs no locked instruction.
+            if new > info.peak.load(Ordering::Relaxed) {
+                info.peak.fetch_max(new, Ordering::Relaxed);
+            }
+            let high = info.high.load(Ordering::Relaxed);
             if old <= high && new > high {
                 Self::count_event(n, EventKind::High);
             }
@@ -444,7 +625,7 @@ impl GroupNode {
     /// Undoes a charge from `node` up to, not including, `stop`.
     unsafe fn rollback(node: *mut GroupNode, stop: *mut GroupNode, bytes: usize, small: bool) {
         let mut n = node;
-        // SAFETY: as in `charge`.
+        // SAFETY: as in `charge` (the charge being undone keeps them live).
         unsafe {
             while n != stop {
                 (*n).current.fetch_sub(bytes, Ordering::Relaxed);
@@ -456,20 +637,37 @@ impl GroupNode {
         }
     }
 
-    /// Takes back `bytes` here and on every ancestor.
+    /// Takes back `bytes` here and on every ancestor. A dead record whose
+    /// charge this brings to zero may be freed: the caller must not use
+    /// `node` after this.
     ///
     /// # Safety
-    /// `node` is live and was charged at least `bytes`.
+    /// `node` was charged at least `bytes` (which keeps it alive).
     pub unsafe fn uncharge(node: *mut GroupNode, bytes: usize, small: bool) {
+        if bytes == 0 {
+            return;
+        }
         let mut n = node;
-        // SAFETY: as in `charge`.
+        let mut emptied = false;
+        // SAFETY: the bytes being taken back keep every level alive until
+        // its decrement; a level is read before it is decremented.
         unsafe {
             while !n.is_null() {
-                (*n).current.fetch_sub(bytes, Ordering::Relaxed);
+                let next = (*n).parent;
                 if small {
                     (*n).slab.fetch_sub(bytes, Ordering::Relaxed);
                 }
-                n = (*n).parent;
+                let old = (*n).current.fetch_sub(bytes, Ordering::SeqCst);
+                if n == node {
+                    emptied = old == bytes;
+                }
+                n = next;
+            }
+            // Only the origin can be the lowest level emptied: an ancestor
+            // holds at least what its descendants do, and the record's
+            // freeing releases its parent in turn.
+            if emptied && (*node).dead.load(Ordering::SeqCst) {
+                Self::maybe_free(node);
             }
         }
     }
@@ -479,10 +677,14 @@ impl GroupNode {
     unsafe fn count_event(level: *mut GroupNode, kind: EventKind) {
         // SAFETY: as in `charge`.
         unsafe {
-            (*level).events_local.bump(kind);
+            if let Some(i) = (*level).info() {
+                i.events_local.bump(kind);
+            }
             let mut a = level;
             while !a.is_null() {
-                (*a).events.bump(kind);
+                if let Some(i) = (*a).info() {
+                    i.events.bump(kind);
+                }
                 emit(level, a, kind);
                 a = (*a).parent;
             }
@@ -501,7 +703,7 @@ impl GroupNode {
     ) {
         // SAFETY: both nodes are live (as in `charge`).
         unsafe {
-            let o = &*origin;
+            let Some(o) = (*origin).info() else { return };
             o.last_level.store((*level).id, Ordering::Relaxed);
             o.last_kind.store(kind as u8, Ordering::Relaxed);
             o.last_usage.store(usage, Ordering::Relaxed);
@@ -515,7 +717,7 @@ impl GroupNode {
         }
     }
 
-    // --- reading and setting ---
+    // --- reading and setting (a dead group reads as unlimited and quiet) ---
 
     pub fn current(&self) -> usize {
         self.current.load(Ordering::Relaxed)
@@ -524,87 +726,148 @@ impl GroupNode {
         self.slab.load(Ordering::Relaxed)
     }
     pub fn peak(&self) -> usize {
-        self.peak.load(Ordering::Relaxed)
+        self.info().map_or(0, |i| i.peak.load(Ordering::Relaxed))
     }
     pub fn reset_peak(&self) {
-        self.peak.store(self.current(), Ordering::Relaxed);
+        if let Some(i) = self.info() {
+            i.peak.store(self.current(), Ordering::Relaxed);
+        }
+    }
+    fn read(&self, f: impl Fn(&GroupInfo) -> &AtomicUsize) -> usize {
+        self.info()
+            .map_or(UNLIMITED, |i| f(i).load(Ordering::Relaxed))
+    }
+    fn write(&self, v: usize, f: impl Fn(&GroupInfo) -> &AtomicUsize) {
+        if let Some(i) = self.info() {
+            f(i).store(v, Ordering::Relaxed);
+        }
     }
     pub fn max(&self) -> usize {
-        self.max.load(Ordering::Relaxed)
+        self.read(|i| &i.max)
     }
     pub fn high(&self) -> usize {
-        self.high.load(Ordering::Relaxed)
+        self.read(|i| &i.high)
     }
     pub fn slab_max(&self) -> usize {
-        self.slab_max.load(Ordering::Relaxed)
+        self.read(|i| &i.slab_max)
     }
     pub fn set_max(&self, v: usize) {
-        self.max.store(v, Ordering::Relaxed);
+        self.write(v, |i| &i.max)
     }
     pub fn set_high(&self, v: usize) {
-        self.high.store(v, Ordering::Relaxed);
+        self.write(v, |i| &i.high)
     }
     pub fn set_slab_max(&self, v: usize) {
-        self.slab_max.store(v, Ordering::Relaxed);
+        self.write(v, |i| &i.slab_max)
     }
     pub fn set_fail_mode(&self, fail: bool) {
-        self.fail_mode.store(fail, Ordering::Relaxed);
+        if let Some(i) = self.info() {
+            i.fail_mode.store(fail, Ordering::Relaxed);
+        }
     }
     pub fn fail_mode(&self) -> bool {
-        self.fail_mode.load(Ordering::Relaxed)
+        self.info()
+            .is_some_and(|i| i.fail_mode.load(Ordering::Relaxed))
+    }
+    pub fn set_isolated(&self, on: bool) {
+        self.isolated.store(on, Ordering::Relaxed);
+    }
+    pub fn is_isolated(&self) -> bool {
+        self.isolated.load(Ordering::Relaxed)
     }
     pub fn events(&self) -> EventCounts {
-        self.events.read()
+        self.info()
+            .map_or_else(EventCounts::default, |i| i.events.read())
     }
     pub fn events_local(&self) -> EventCounts {
-        self.events_local.read()
+        self.info()
+            .map_or_else(EventCounts::default, |i| i.events_local.read())
     }
     pub fn dying_descendants(&self) -> usize {
-        self.dying.load(Ordering::Relaxed)
+        self.dying.load(Ordering::Relaxed) as usize
     }
     pub fn exceed_seq(&self) -> u64 {
-        self.exceed_seq.load(Ordering::Acquire)
+        self.info()
+            .map_or(0, |i| i.exceed_seq.load(Ordering::Acquire))
     }
     /// The last exceed caused by charges made in this group.
     pub fn last_exceed(&self) -> Option<ExceedInfo> {
-        if self.exceed_seq() == 0 {
+        let i = self.info()?;
+        if i.exceed_seq.load(Ordering::Acquire) == 0 {
             return None;
         }
         Some(ExceedInfo {
-            level_id: self.last_level.load(Ordering::Relaxed),
-            limit: if self.last_kind.load(Ordering::Relaxed) == LimitKind::SlabMax as u8 {
+            level_id: i.last_level.load(Ordering::Relaxed),
+            limit: if i.last_kind.load(Ordering::Relaxed) == LimitKind::SlabMax as u8 {
                 LimitKind::SlabMax
             } else {
                 LimitKind::Max
             },
-            usage: self.last_usage.load(Ordering::Relaxed),
-            limit_value: self.last_limit.load(Ordering::Relaxed),
-            request: self.last_request.load(Ordering::Relaxed),
-            denied: self.last_denied.load(Ordering::Relaxed),
+            usage: i.last_usage.load(Ordering::Relaxed),
+            limit_value: i.last_limit.load(Ordering::Relaxed),
+            request: i.last_request.load(Ordering::Relaxed),
+            denied: i.last_denied.load(Ordering::Relaxed),
         })
     }
     /// Takes the "an allocation was denied" mark.
     pub fn take_denied(&self) -> bool {
-        self.denied_pending.swap(false, Ordering::Relaxed)
+        self.info()
+            .is_some_and(|i| i.denied_pending.swap(false, Ordering::Relaxed))
     }
 
-    /// Slab bytes and slabs of this group's own caches, per class.
+    /// Slab bytes and slabs of this group's dedicated slabs, per class.
     pub fn class_usage(&self, class: usize) -> (usize, usize) {
-        (
-            self.class_bytes[class].load(Ordering::Relaxed),
-            self.class_slabs[class].load(Ordering::Relaxed),
-        )
+        // SAFETY: a usage record lives as long as the node record.
+        match unsafe { self.classes.load(Ordering::Acquire).as_ref() } {
+            Some(u) => (
+                u.bytes[class].load(Ordering::Relaxed),
+                u.slabs[class].load(Ordering::Relaxed),
+            ),
+            None => (0, 0),
+        }
     }
 
-    /// Notes a slab of `bytes` made (`+`) or given back (`-`) for this group.
+    /// Notes a dedicated slab of `bytes` made (`+`, taking a reference the
+    /// slab holds) or given back (`-`; the caller releases the reference).
     pub fn note_slab(&self, class: usize, bytes: usize, made: bool) {
+        let mut u = self.classes.load(Ordering::Acquire);
+        if u.is_null() {
+            let fresh = CLASS_USAGES.alloc().cast::<ClassUsage>();
+            if fresh.is_null() {
+                // Out of memory for statistics: the slab still counts in
+                // `refs`, only its per-class figure is lost.
+                if made {
+                    self.acquire();
+                }
+                return;
+            }
+            // SAFETY: the record is ours until published; all-zero counters.
+            unsafe {
+                core::ptr::write_bytes(fresh.cast::<u8>(), 0, core::mem::size_of::<ClassUsage>());
+            }
+            match self.classes.compare_exchange(
+                null_mut(),
+                fresh,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => u = fresh,
+                Err(won) => {
+                    // SAFETY: never published.
+                    unsafe { CLASS_USAGES.free(fresh.cast()) };
+                    u = won;
+                }
+            }
+        }
+        // SAFETY: published usage records live as long as the node record.
+        let u = unsafe { &*u };
         if made {
-            self.class_bytes[class].fetch_add(bytes, Ordering::Relaxed);
-            self.class_slabs[class].fetch_add(1, Ordering::Relaxed);
+            u.bytes[class].fetch_add(bytes, Ordering::Relaxed);
+            u.slabs[class].fetch_add(1, Ordering::Relaxed);
             self.acquire();
         } else {
-            self.class_bytes[class].fetch_sub(bytes, Ordering::Relaxed);
-            self.class_slabs[class].fetch_sub(1, Ordering::Relaxed);
+            u.bytes[class].fetch_sub(bytes, Ordering::Relaxed);
+            u.slabs[class].fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

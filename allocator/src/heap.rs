@@ -20,7 +20,7 @@ use crate::segment::{
 use crate::{slab, stats};
 use core::cell::Cell;
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 
 /// Free spans wait this long before their pages go back to the OS.
 static PURGE_DELAY_MS: AtomicU64 = AtomicU64::new(10);
@@ -41,8 +41,19 @@ pub struct Heap {
     pub live: AtomicBool,
     /// The cache the fast path allocates from.
     pub current: *mut Cache,
-    /// Caches of groups other than the root.
-    pub caches: *mut Cache,
+    /// The group the thread allocates in.
+    pub group: *mut GroupNode,
+    /// The group cache loaded into `shared` (null: none; `shared` then
+    /// charges the root and is not current).
+    pub active: *mut GroupCache,
+    /// Which group caches this thread keeps: `SETS` sets of `WAYS`, by the
+    /// group's index (see [`lookup`]).
+    pub table: [*mut GroupCache; SETS * WAYS],
+    /// The records `table` points at (slot `i` holds entry `i`'s): kept in
+    /// the heap, so a switch touches no other memory of the allocator's.
+    pub slots: [GroupCache; SETS * WAYS],
+    /// Bumped on every switch to a group; a group cache's `last_used`.
+    pub clock: u64,
     /// Nesting depth of `fallible` sections: over-limit charges fail.
     pub fallible: u32,
     /// The group death epoch this heap last swept its caches at.
@@ -56,6 +67,43 @@ pub struct Heap {
     pub remote_scans: u32,
     /// The root group's cache.
     pub root: Cache,
+    /// The slabs the thread's groups share (tagged), with the loaded group
+    /// cache's reserve.
+    pub shared: Cache,
+}
+
+/// Sets and ways of a heap's group-cache table: a thread keeps at most
+/// `SETS * WAYS` group caches, so at most that many reserves.
+pub const SETS: usize = 16;
+pub const WAYS: usize = 8;
+
+/// One group's front on one thread, while it is not loaded: its saved
+/// reserve, or the group's dedicated cache (isolated groups).
+#[repr(C)]
+pub struct GroupCache {
+    /// The group (holds a reference); null in an empty slot.
+    pub node: *mut GroupNode,
+    /// Bytes charged to `node` and not handed out, while not loaded (owner
+    /// writes with plain stores; statistics read it).
+    pub reserve: AtomicIsize,
+    /// An isolated group's own cache (slabs and live reserve), or null.
+    pub dedicated: *mut Cache,
+    /// The heap's clock when the thread last switched to the group.
+    pub last_used: u64,
+    /// Counted in statistics.
+    pub live: AtomicBool,
+}
+
+impl GroupCache {
+    // Only ever copied into a fresh array, never shared.
+    #[allow(clippy::declare_interior_mutable_const)]
+    const EMPTY: GroupCache = GroupCache {
+        node: null_mut(),
+        reserve: AtomicIsize::new(0),
+        dedicated: null_mut(),
+        last_used: 0,
+        live: AtomicBool::new(false),
+    };
 }
 
 // SAFETY: the only shared heap is the immutable placeholder; real heaps are
@@ -69,7 +117,11 @@ static PLACEHOLDER: Heap = Heap {
     },
     live: AtomicBool::new(false),
     current: &PLACEHOLDER_CACHE as *const Cache as *mut Cache,
-    caches: null_mut(),
+    group: null_mut(),
+    active: null_mut(),
+    table: [null_mut(); SETS * WAYS],
+    slots: [GroupCache::EMPTY; SETS * WAYS],
+    clock: 0,
     fallible: 0,
     death_seen: 0,
     segments: null_mut(),
@@ -78,6 +130,7 @@ static PLACEHOLDER: Heap = Heap {
     purge_seen: 0,
     remote_scans: 0,
     root: Cache::empty(),
+    shared: Cache::empty(),
 };
 
 static HEAPS: MetaPool = MetaPool::new(core::mem::size_of::<Heap>());
@@ -129,7 +182,7 @@ pub fn reserves_in_live_caches() -> isize {
         // SAFETY: pool records are never unmapped; only atomics are read.
         unsafe {
             if (*h).live.load(Ordering::Acquire) {
-                sum += cache::reserve(&(*h).root);
+                sum += cache::reserve(&(*h).root) + cache::reserve(&(*h).shared);
             }
         }
     });
@@ -139,6 +192,19 @@ pub fn reserves_in_live_caches() -> isize {
         unsafe {
             if (*c).live.load(Ordering::Acquire) {
                 sum += cache::reserve(&*c);
+            }
+        }
+    });
+    HEAPS.for_each_slot(|p| {
+        let h = p.cast::<Heap>();
+        // SAFETY: as above.
+        unsafe {
+            if (*h).live.load(Ordering::Acquire) {
+                for g in (*h).slots.iter() {
+                    if g.live.load(Ordering::Acquire) {
+                        sum += g.reserve.load(Ordering::Relaxed);
+                    }
+                }
             }
         }
     });
@@ -191,7 +257,11 @@ pub fn init_thread() -> *mut Heap {
                 },
                 live: AtomicBool::new(false),
                 current: null_mut(),
-                caches: null_mut(),
+                group: group::root(),
+                active: null_mut(),
+                table: [null_mut(); SETS * WAYS],
+                slots: [GroupCache::EMPTY; SETS * WAYS],
+                clock: 0,
                 fallible: 0,
                 death_seen: group::DEATH_EPOCH.load(Ordering::Acquire),
                 segments: null_mut(),
@@ -200,9 +270,12 @@ pub fn init_thread() -> *mut Heap {
                 purge_seen: PURGE_REQUESTS.load(Ordering::Relaxed),
                 remote_scans: 0,
                 root: Cache::empty(),
+                shared: Cache::empty(),
             },
         );
         Cache::init(&raw mut (*h).root, h, group::root());
+        Cache::init(&raw mut (*h).shared, h, group::root());
+        (*h).shared.tagged = true;
         (*h).current = &raw mut (*h).root;
         CACHE.with(|t| t.set(&raw mut (*h).root));
         (*h).live.store(true, Ordering::Release);
@@ -233,11 +306,18 @@ unsafe fn abandon(h: *mut Heap) {
     // SAFETY: the exiting thread owns the heap and its segments.
     unsafe {
         collect_remote_frees_all(h);
-        while !(*h).caches.is_null() {
-            drop_cache(h, (*h).caches);
+        make_current(h, &raw mut (*h).root);
+        (*h).group = group::root();
+        for i in 0..SETS * WAYS {
+            let g = (*h).table[i];
+            if !g.is_null() {
+                evict(h, i);
+            }
         }
         cache::empty_out(h, &raw mut (*h).root);
+        cache::empty_out(h, &raw mut (*h).shared);
         (*h).root.live.store(false, Ordering::Release);
+        (*h).shared.live.store(false, Ordering::Release);
         let mut seg = (*h).segments;
         while !seg.is_null() {
             let next = (*seg).next;
@@ -295,12 +375,12 @@ unsafe fn unlink_segment(h: *mut Heap, seg: *mut Segment) {
 ///
 /// # Safety
 /// Owner thread only.
-pub unsafe fn new_slab(h: *mut Heap, class: usize) -> *mut Slab {
+pub unsafe fn new_slab(h: *mut Heap, c: *mut Cache, class: usize) -> *mut Slab {
     // SAFETY: owner-only access to the heap's segments.
     unsafe {
         maybe_purge(h);
         sweep_dead_caches(h);
-        let cl = &(*(*h).current).classes[class];
+        let cl = &(*c).classes[class];
         let count = slab::slices_for(class, cl.slabs);
         let align = slab::span_align(class);
         let mut seg = (*h).segments;
@@ -343,14 +423,26 @@ unsafe fn activated(d: *mut Slab) -> *mut Slab {
 pub unsafe fn release_slab(h: *mut Heap, s: *mut Slab) {
     // SAFETY: the slab is in one of this heap's segments and empty.
     unsafe {
+        let owner = slab::retire(s);
+        release_span(h, s);
+        if !owner.is_null() {
+            GroupNode::release(owner);
+        }
+    }
+}
+
+/// Gives a span taken by [`new_slab`] back to its segment.
+///
+/// # Safety
+/// Owner thread only; the span holds no live block and is on no list.
+pub unsafe fn release_span(h: *mut Heap, s: *mut Slab) {
+    // SAFETY: the span is in one of this heap's segments.
+    unsafe {
         let seg = segment::head_of((*s).start).cast::<Segment>();
         let bytes = (*s).slice_count as usize * SLICE_SIZE;
-        let owner = (*s).owner;
         stats::note_active(-(bytes as isize));
-        (*owner).note_slab((*s).class as usize, bytes, false);
         Segment::free_span(seg, s, os::now_ms());
         (*h).has_dirty = true;
-        GroupNode::release(owner);
     }
 }
 
@@ -403,18 +495,15 @@ unsafe fn adopt_segment(h: *mut Heap, seg: *mut Segment) {
                 slab::collect_remote(d);
                 if (*d).used() == 0 {
                     release_slab(h, d);
+                } else if !(*d).tags.is_null() {
+                    cache::adopt_slab(&raw mut (*h).shared, d);
+                } else if (*d).owner == group::root() {
+                    cache::adopt_slab(&raw mut (*h).root, d);
                 } else {
-                    let c = if (*(*d).owner).is_dead() {
-                        null_mut()
-                    } else {
-                        cache_for(h, (*d).owner)
-                    };
-                    if c.is_null() {
-                        (*d).cache.store(null_mut(), Ordering::Relaxed);
-                        (*d).set_list(LIST_ORPHAN);
-                    } else {
-                        cache::adopt_slab(c, d);
-                    }
+                    // A dedicated slab stays an orphan: its group's cache
+                    // here, if any, makes slabs of its own.
+                    (*d).cache.store(null_mut(), Ordering::Relaxed);
+                    (*d).set_list(LIST_ORPHAN);
                 }
             }
             // Freed spans may merge with neighbours; the slices after this
@@ -550,10 +639,11 @@ pub fn purge_all() {
         collect_remote_frees_all(h);
         sweep_dead_caches(h);
         cache::release_empty_slabs(h, &raw mut (*h).root);
-        let mut c = (*h).caches;
-        while !c.is_null() {
-            cache::release_empty_slabs(h, c);
-            c = (*c).next;
+        cache::release_empty_slabs(h, &raw mut (*h).shared);
+        for &g in (*h).table.iter() {
+            if !g.is_null() && !(*g).dedicated.is_null() {
+                cache::release_empty_slabs(h, (*g).dedicated);
+            }
         }
         purge_heap(h, u64::MAX);
     }
@@ -571,40 +661,195 @@ pub fn current_or_init() -> *mut Heap {
     }
 }
 
-/// The heap's cache for `node`, made if needed; null when out of memory.
+/// The set of the table that `node`'s group cache goes in.
+#[inline]
+fn set_of(node: *mut GroupNode) -> usize {
+    // From the address (records are 64-byte aligned), not a field: a switch
+    // to a group this thread does not keep touches its record only later.
+    let i = node as usize >> 6;
+    (i.wrapping_mul(0x9E37_79B9) >> 7) % SETS * WAYS
+}
+
+/// The slot of the heap's group cache for `node`, if it has one: at most
+/// `WAYS` compares, whatever the number of groups.
 ///
 /// # Safety
-/// Owner thread only; `node` is live.
-pub unsafe fn cache_for(h: *mut Heap, node: *mut GroupNode) -> *mut Cache {
-    // SAFETY: owner-only walk and edit of the heap's cache list.
+/// Owner thread only.
+#[inline]
+pub unsafe fn lookup(h: *mut Heap, node: *mut GroupNode) -> Option<usize> {
+    let set = set_of(node);
+    // SAFETY: owner-only read of the table; entries are live records.
     unsafe {
-        if node == group::root() {
-            return &raw mut (*h).root;
+        (set..set + WAYS).find(|&i| {
+            let g = (*h).table[i];
+            !g.is_null() && (*g).node == node
+        })
+    }
+}
+
+/// The heap's group cache for `node`, made if needed (evicting the set's
+/// least recently used one when the set is full); null when out of memory.
+///
+/// # Safety
+/// Owner thread only; `node` is live and not the root.
+unsafe fn group_cache_for(h: *mut Heap, node: *mut GroupNode) -> *mut GroupCache {
+    // SAFETY: owner-only access to the table and its records.
+    unsafe {
+        if let Some(i) = lookup(h, node) {
+            return (*h).table[i];
         }
-        let mut prev: *mut Cache = null_mut();
-        let mut c = (*h).caches;
-        while !c.is_null() {
-            if (*c).node == node {
-                if !prev.is_null() {
-                    // Move to front: the groups a thread switches between
-                    // stay near the start.
-                    (*prev).next = (*c).next;
-                    (*c).next = (*h).caches;
-                    (*h).caches = c;
-                }
-                return c;
+        let set = set_of(node);
+        let mut slot = set;
+        let mut oldest = u64::MAX;
+        for i in set..set + WAYS {
+            let g = (*h).table[i];
+            if g.is_null() {
+                slot = i;
+                break;
             }
-            prev = c;
-            c = (*c).next;
+            if (*g).last_used < oldest {
+                oldest = (*g).last_used;
+                slot = i;
+            }
         }
-        let c = cache::CACHES.alloc().cast::<Cache>();
-        if c.is_null() {
+        if !(*h).table[slot].is_null() {
+            evict(h, slot);
+        }
+        let g = &raw mut (*h).slots[slot];
+        let mut dedicated = null_mut();
+        if (*node).is_isolated() {
+            dedicated = cache::CACHES.alloc().cast::<Cache>();
+            if dedicated.is_null() {
+                return null_mut();
+            }
+            Cache::init(dedicated, h, node);
+        }
+        (*node).acquire();
+        core::ptr::write(
+            g,
+            GroupCache {
+                node,
+                reserve: AtomicIsize::new(0),
+                dedicated,
+                last_used: 0,
+                live: AtomicBool::new(true),
+            },
+        );
+        (*h).table[slot] = g;
+        g
+    }
+}
+
+/// Gives the loaded group a dedicated cache on this thread (see
+/// `cache::PROMOTE_AFTER`), moving its reserve there and making it
+/// current; null (nothing changed) when out of memory.
+///
+/// # Safety
+/// Owner thread only; the shared cache is current with a group loaded.
+pub unsafe fn promote(h: *mut Heap) -> *mut Cache {
+    // SAFETY: owner-only; the loaded group cache holds its node.
+    unsafe {
+        let g = (*h).active;
+        if g.is_null() || !(*g).dedicated.is_null() {
             return null_mut();
         }
-        Cache::init(c, h, node);
-        (*c).next = (*h).caches;
-        (*h).caches = c;
-        c
+        let d = cache::CACHES.alloc().cast::<Cache>();
+        if d.is_null() {
+            return null_mut();
+        }
+        let node = (*g).node;
+        Cache::init(d, h, node);
+        let r = cache::unload(&raw mut (*h).shared);
+        (*h).active = null_mut();
+        cache::load(d, node, r);
+        (*g).dedicated = d;
+        make_current(h, d);
+        d
+    }
+}
+
+/// Saves the loaded group cache's reserve out of the shared cache.
+///
+/// # Safety
+/// Owner thread only; the shared cache is not current.
+unsafe fn unload_shared(h: *mut Heap) {
+    // SAFETY: owner-only.
+    unsafe {
+        let g = (*h).active;
+        if g.is_null() {
+            return;
+        }
+        let r = cache::unload(&raw mut (*h).shared);
+        (*g).reserve.store(r, Ordering::Relaxed);
+        (*h).active = null_mut();
+    }
+}
+
+/// Drops the group cache in `slot`: its reserve goes back to the group,
+/// a dedicated cache's empty slabs to the segments (the others become
+/// orphans), and its reference on the group goes.
+///
+/// # Safety
+/// Owner thread only; the group cache is not the thread's current one.
+unsafe fn evict(h: *mut Heap, slot: usize) {
+    // SAFETY: owner-only; the slot holds a live record.
+    unsafe {
+        let g = (*h).table[slot];
+        if (*h).active == g {
+            unload_shared(h);
+        }
+        (*h).table[slot] = null_mut();
+        let node = (*g).node;
+        let r = (*g).reserve.load(Ordering::Relaxed);
+        (*g).reserve.store(0, Ordering::Relaxed);
+        (*g).live.store(false, Ordering::Release);
+        if r > 0 {
+            GroupNode::uncharge(node, r as usize, true);
+        }
+        let d = (*g).dedicated;
+        if !d.is_null() {
+            cache::empty_out(h, d);
+            (*d).live.store(false, Ordering::Release);
+            let dn = (*d).node;
+            cache::CACHES.free(d.cast());
+            GroupNode::release(dn);
+        }
+        GroupNode::release(node);
+    }
+}
+
+/// Credits `bytes` freed from a shared slab on this thread to `owner`: to
+/// the loaded reserve, to the group's saved reserve here, or straight to
+/// the group when this thread keeps no cache for it.
+///
+/// # Safety
+/// Owner thread only; `owner` is charged at least `bytes`.
+pub unsafe fn credit_group(h: *mut Heap, owner: *mut GroupNode, bytes: usize) {
+    // SAFETY: owner-only access to the heap's caches.
+    unsafe {
+        if !(*h).active.is_null() && (*h).shared.node == owner {
+            cache::credit(&raw mut (*h).shared, bytes);
+            return;
+        }
+        if owner != group::root() {
+            if let Some(i) = lookup(h, owner) {
+                let g = (*h).table[i];
+                if !(*g).dedicated.is_null() {
+                    cache::credit((*g).dedicated, bytes);
+                    return;
+                }
+                let batch = cache::reserve_batch() as isize;
+                let r = (*g).reserve.load(Ordering::Relaxed) + bytes as isize;
+                if r > 2 * batch {
+                    (*g).reserve.store(batch, Ordering::Relaxed);
+                    GroupNode::uncharge(owner, (r - batch) as usize, true);
+                } else {
+                    (*g).reserve.store(r, Ordering::Relaxed);
+                }
+                return;
+            }
+        }
+        GroupNode::uncharge(owner, bytes, true);
     }
 }
 
@@ -620,15 +865,34 @@ pub unsafe fn set_current(node: *mut GroupNode) -> bool {
     }
     // SAFETY: `h` is this thread's heap.
     unsafe {
-        if (*(*h).current).node == node {
+        if (*h).group == node {
             return true;
         }
         sweep_dead_caches(h);
-        let c = cache_for(h, node);
-        if c.is_null() {
+        if node == group::root() {
+            make_current(h, &raw mut (*h).root);
+            (*h).group = node;
+            return true;
+        }
+        let g = group_cache_for(h, node);
+        if g.is_null() {
             return false;
         }
-        make_current(h, c);
+        (*h).clock += 1;
+        (*g).last_used = (*h).clock;
+        if !(*g).dedicated.is_null() {
+            make_current(h, (*g).dedicated);
+        } else {
+            if (*h).active != g {
+                unload_shared(h);
+                let r = (*g).reserve.load(Ordering::Relaxed);
+                (*g).reserve.store(0, Ordering::Relaxed);
+                cache::load(&raw mut (*h).shared, node, r);
+                (*h).active = g;
+            }
+            make_current(h, &raw mut (*h).shared);
+        }
+        (*h).group = node;
     }
     true
 }
@@ -639,8 +903,8 @@ pub fn current_node() -> *mut GroupNode {
     if is_placeholder(h) {
         return group::root();
     }
-    // SAFETY: `h` is this thread's heap; its current cache is live.
-    unsafe { (*(*h).current).node }
+    // SAFETY: `h` is this thread's heap.
+    unsafe { (*h).group }
 }
 
 /// Enters or leaves a `fallible` section.
@@ -662,7 +926,7 @@ pub fn adjust_fallible(enter: bool) {
 /// Hands every reserve of this thread back to its group, drops caches of
 /// dead groups, and settles frees other threads made: remote frees to this
 /// thread's slabs and to abandoned segments (which this thread adopts), so
-/// slabs they emptied go back and release their groups.
+/// slabs they emptied go back.
 pub fn flush() {
     let h = current();
     if is_placeholder(h) {
@@ -671,10 +935,21 @@ pub fn flush() {
     // SAFETY: `h` is this thread's heap.
     unsafe {
         cache::trim_reserve(&raw mut (*h).root, 0);
-        let mut c = (*h).caches;
-        while !c.is_null() {
-            cache::trim_reserve(c, 0);
-            c = (*c).next;
+        if !(*h).active.is_null() {
+            cache::trim_reserve(&raw mut (*h).shared, 0);
+        }
+        for &g in (*h).table.iter() {
+            if g.is_null() {
+                continue;
+            }
+            let r = (*g).reserve.load(Ordering::Relaxed);
+            (*g).reserve.store(0, Ordering::Relaxed);
+            if r > 0 {
+                GroupNode::uncharge((*g).node, r as usize, true);
+            }
+            if !(*g).dedicated.is_null() {
+                cache::trim_reserve((*g).dedicated, 0);
+            }
         }
         sweep_dead_caches(h);
         while !adopt_one(h).is_null() {}
@@ -682,45 +957,24 @@ pub fn flush() {
     }
 }
 
-/// Drops the caches of groups that died since the last sweep.
+/// Drops the group caches of groups that died since the last sweep: a
+/// walk of the bounded table, so O(1) in the number of groups.
 ///
 /// # Safety
 /// Owner thread only.
 pub unsafe fn sweep_dead_caches(h: *mut Heap) {
     let epoch = group::DEATH_EPOCH.load(Ordering::Acquire);
-    // SAFETY: owner-only walk of the heap's caches.
+    // SAFETY: owner-only walk of the heap's table.
     unsafe {
         if epoch == (*h).death_seen {
             return;
         }
         (*h).death_seen = epoch;
-        let mut c = (*h).caches;
-        while !c.is_null() {
-            let next = (*c).next;
-            if (*(*c).node).is_dead() && c != (*h).current {
-                drop_cache(h, c);
+        for i in 0..SETS * WAYS {
+            let g = (*h).table[i];
+            if !g.is_null() && (*(*g).node).is_dead() && (*g).node != (*h).group {
+                evict(h, i);
             }
-            c = next;
         }
-    }
-}
-
-/// Empties a cache, unlinks it and drops its node reference.
-unsafe fn drop_cache(h: *mut Heap, c: *mut Cache) {
-    // SAFETY: owner-only; `c` is on the heap's list.
-    unsafe {
-        cache::empty_out(h, c);
-        let mut p = &raw mut (*h).caches;
-        while *p != c {
-            p = &raw mut (**p).next;
-        }
-        *p = (*c).next;
-        if (*h).current == c {
-            make_current(h, &raw mut (*h).root);
-        }
-        (*c).live.store(false, Ordering::Release);
-        let node = (*c).node;
-        cache::CACHES.free(c.cast());
-        GroupNode::release(node);
     }
 }

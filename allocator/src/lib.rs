@@ -119,8 +119,9 @@ unsafe fn free<const ALIGNED: bool>(ptr: *mut u8) {
 }
 
 /// Puts a block back on its slab, owned by this thread, and credits
-/// `cache`, the slab's cache (or, for an orphan, null). `CHECK_STATE`
-/// tests that the descriptor is a live slab (the caller knows it otherwise).
+/// `cache`, the slab's cache (or, for an orphan, null). A shared slab's
+/// block goes to [`tagged_free`]. `CHECK_STATE` tests that the descriptor
+/// is a live slab (the caller knows it otherwise).
 ///
 /// # Safety
 /// The calling thread owns the slab's segment; `b` is a live block of it.
@@ -137,6 +138,11 @@ unsafe fn local_free<const CHECK_STATE: bool>(
         if b == first || (CHECK_STATE && (*s).state != SPAN_SLAB) {
             return reject_free(b == first);
         }
+        // Only shared slabs have tags: a jump, so the root's free path
+        // keeps no stack frame and pays one load and one branch.
+        if !(*s).tags.is_null() {
+            return tagged_free(s, b, cache);
+        }
         #[cfg(feature = "checks")]
         slab::check_free(s, b);
         slab::link(s, b, first);
@@ -147,7 +153,34 @@ unsafe fn local_free<const CHECK_STATE: bool>(
         // is not the allocation head (an empty head is kept).
         if rel < 0 {
             crate::cold_path();
-            cache::local_free_slow(heap::current(), s);
+            cache::local_free_slow(heap::current(), s, (*s).owner);
+        } else {
+            cache::credit(cache, (*s).block_size as usize);
+        }
+    }
+}
+
+/// [`local_free`] for a shared slab: the block's tag names its group; a
+/// block of the group `cache` charges is credited there, any other on the
+/// slow path.
+///
+/// # Safety
+/// As for [`local_free`]; `s` has tags and `b` is not its free list's head.
+#[inline(never)]
+unsafe fn tagged_free(s: *mut segment::Slab, b: *mut Block, cache: *mut cache::Cache) {
+    // SAFETY: as in `local_free`; the tag of a live block was written when
+    // it was handed out.
+    unsafe {
+        #[cfg(feature = "checks")]
+        slab::check_free(s, b);
+        let tag = *(*s).tags.add(slab::block_index(s, b.cast()));
+        let first = (*s).free;
+        slab::link(s, b, first);
+        (*s).free = b;
+        let rel = (*s).used_rel - 1;
+        (*s).used_rel = rel;
+        if (rel < 0) | cache.is_null() || tag != (*cache).tag {
+            cache::local_free_slow(heap::current(), s, group::node_at(tag));
         } else {
             cache::credit(cache, (*s).block_size as usize);
         }
@@ -206,8 +239,8 @@ unsafe fn remote_free(h: *mut heap::Heap, seg: *mut Segment, s: *mut segment::Sl
             bad_free(false);
         }
         let bytes = (*s).block_size as usize;
-        let owner = (*s).owner;
-        if !heap::is_placeholder(h) && (*(*h).current).node == owner {
+        let owner = slab::owner_of(s, b.cast());
+        if !heap::is_placeholder(h) && heap::current_node() == owner {
             cache::credit((*h).current, bytes);
         } else {
             GroupNode::uncharge(owner, bytes, true);

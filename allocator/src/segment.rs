@@ -76,44 +76,54 @@ pub struct SegmentHead {
 /// threads touch are atomic.
 #[repr(C, align(128))]
 pub struct Slab {
-    /// 0 on a span's first slice; on other slices the distance back to its
-    /// descriptor, in bytes (so the free path subtracts without a shift).
-    pub back_bytes: u32,
-    /// Slices in the span (first slice only).
-    pub slice_count: u32,
-    pub state: u8,
-    /// Free span: pages may be resident.
-    pub dirty: bool,
-    /// Slab: which list of its cache holds it ([`LIST_PARTIAL`],
-    /// [`LIST_HEAD`] or [`LIST_FULL`]), so a free can tell in one load
-    /// whether it needs the slow path.
-    pub list: u8,
-    /// Slab: the span was clean when the slab was made.
-    pub fresh: bool,
-    pub class: u8,
-    pub block_size: u32,
-    pub capacity: u32,
-    /// Blocks carved from the slab's memory so far (carving is lazy).
-    pub carved: u32,
-
+    // The fields the fast paths read come first: one cache line.
+    pub free: *mut Block,
+    /// Slab: the key free-list links are stored under (see `slab::link`).
+    pub key: usize,
+    /// The cache whose lists hold this slab: a thread's root cache, its
+    /// shared cache (for slabs shared by groups), or a group's dedicated
+    /// cache; null for an orphan. Written by the owner only; any thread's
+    /// free reads it to see whether the slab is its current cache's.
+    pub cache: AtomicPtr<crate::cache::Cache>,
+    /// A shared slab's owner tags: for each block, the index of the group
+    /// charged for it (see `group::node_at`), written when the block is
+    /// handed out. Null for a slab whose blocks all charge `owner`.
+    pub tags: *mut u32,
+    pub start: *mut u8,
     /// Blocks out of the slab and not yet back on `free` ([`Slab::used`]),
     /// less `slow_below`: a local free that takes it below zero needs the
     /// slow path, so the free path's test is the sign of one decrement.
     pub used_rel: i32,
+    pub block_size: u32,
+    /// `ceil(2^32 / block_size)`: a block's index is its offset times this,
+    /// shifted down 32 (exact for every offset inside a slab).
+    pub recip: u32,
+    /// 0 on a span's first slice; on other slices the distance back to its
+    /// descriptor, in bytes (so the free path subtracts without a shift).
+    pub back_bytes: u32,
+    pub state: u8,
+    /// Slab: which list of its cache holds it ([`LIST_PARTIAL`],
+    /// [`LIST_HEAD`] or [`LIST_FULL`]), so a free can tell in one load
+    /// whether it needs the slow path.
+    pub list: u8,
+    pub class: u8,
+    /// Free span: pages may be resident.
+    pub dirty: bool,
+    /// Slab: the span was clean when the slab was made.
+    pub fresh: bool,
+
+    /// Slices in the span (first slice only).
+    pub slice_count: u32,
+    pub capacity: u32,
+    /// Blocks carved from the slab's memory so far (carving is lazy).
+    pub carved: u32,
     /// See [`Slab::set_list`].
     pub slow_below: i32,
-    pub free: *mut Block,
-    /// Slab: the key free-list links are stored under (see `slab::link`).
-    pub key: usize,
-    /// The cache (one thread, one group) whose lists hold this slab; null
-    /// for an orphan. Written by the owner only; any thread's free reads
-    /// it to see whether the slab is its current cache's.
-    pub cache: AtomicPtr<crate::cache::Cache>,
-    // The fields above are the ones the fast paths read: one cache line.
-    pub start: *mut u8,
-    /// Frees by other threads, collected by the owner.
+    /// Frees by other threads, collected by the owner (on its own line, away
+    /// from the owner's hot fields).
     pub remote: AtomicPtr<Block>,
-    /// The group charged for this slab's blocks (holds a reference).
+    /// The group charged for this slab's blocks when it has no tags (a
+    /// dedicated slab holds a reference on it; the root's need none).
     pub owner: *mut crate::group::GroupNode,
     pub next: *mut Slab,
     pub prev: *mut Slab,
@@ -124,7 +134,8 @@ pub struct Slab {
     pub carve_from: u32,
 }
 
-const _: () = assert!(core::mem::offset_of!(Slab, cache) < 64);
+const _: () = assert!(core::mem::offset_of!(Slab, fresh) < 64);
+const _: () = assert!(core::mem::offset_of!(Slab, remote) >= 64);
 
 impl Slab {
     /// Marks which list of its cache holds the slab, and so when a local
@@ -181,6 +192,8 @@ pub static EMPTY_SLAB: Slab = Slab {
     prev: null_mut(),
     freed_at: 0,
     key: 0,
+    tags: null_mut(),
+    recip: 0,
 };
 
 /// The sentinel as a list head.

@@ -1,6 +1,8 @@
 //! One slab: a span of slices cut into blocks of one size class, with a local
 //! free list (owner thread only) and an atomic list of remote frees.
 
+use crate::group::GroupNode;
+use crate::meta_pool::MetaPool;
 use crate::os::PAGE_SIZE;
 use crate::segment::{Block, Slab, DESC_SHIFT, LIST_PARTIAL, SEGMENT_SIZE, SLICE_SIZE};
 use crate::size_class::class_size;
@@ -86,18 +88,92 @@ pub fn slices_for(class: usize, live: u32) -> usize {
     growth.max(min_for_blocks).min(MAX_SLAB_SLICES)
 }
 
-/// Makes the span `d` a slab of `class` for `cache`.
+/// Owner-tag arrays: one pool per power of two from 64 bytes (16 tags) to
+/// 32 KiB (8,192 tags, the most any shared slab has).
+const TAG_POOLS: usize = 10;
+static TAG_POOL: [MetaPool; TAG_POOLS] = {
+    let mut pools = [const { MetaPool::new(64) }; TAG_POOLS];
+    let mut k = 0;
+    while k < TAG_POOLS {
+        pools[k] = MetaPool::new(64 << k);
+        k += 1;
+    }
+    pools
+};
+
+/// The pool for a slab of `capacity` blocks, if any is large enough.
+fn tag_pool(capacity: u32) -> Option<&'static MetaPool> {
+    let bytes = (capacity as usize * 4).max(64).next_power_of_two();
+    TAG_POOL.get((bytes / 64).trailing_zeros() as usize)
+}
+
+/// The index of block `b` in slab `s`.
+#[inline(always)]
+pub unsafe fn block_index(s: *mut Slab, b: *mut u8) -> usize {
+    // SAFETY: the caller passes a block of `s`.
+    unsafe { (((b as usize - (*s).start as usize) as u64 * (*s).recip as u64) >> 32) as usize }
+}
+
+/// Records that block `b` of the shared slab `s` charges group `tag`.
+///
+/// # Safety
+/// `s` has tags; `b` is a block of it just handed out by its owner thread.
+#[inline]
+pub unsafe fn set_tag(s: *mut Slab, b: *mut u8, tag: u32) {
+    // SAFETY: the tag array has a slot per block.
+    unsafe { *(*s).tags.add(block_index(s, b)) = tag };
+}
+
+/// The group charged for live block `b` of slab `s`.
+///
+/// # Safety
+/// `b` is a live block of `s`.
+#[inline]
+pub unsafe fn owner_of(s: *mut Slab, b: *mut u8) -> *mut GroupNode {
+    // SAFETY: the block is live, so its tag (written when it was handed out,
+    // before the block could reach another thread) names a charged record.
+    unsafe {
+        let tags = (*s).tags;
+        if tags.is_null() {
+            (*s).owner
+        } else {
+            crate::group::node_at(*tags.add(block_index(s, b)))
+        }
+    }
+}
+
+/// Makes the span `d` a slab of `class` for `cache`: a shared slab with
+/// owner tags when `tagged`, else one whose blocks all charge the cache's
+/// group. False (the span untouched) when the tags cannot be had.
 ///
 /// # Safety
 /// `d` is a span descriptor just taken by the calling (owner) thread.
-pub unsafe fn init(d: *mut Slab, class: usize, cache: *mut crate::cache::Cache) {
+pub unsafe fn init(
+    d: *mut Slab,
+    class: usize,
+    cache: *mut crate::cache::Cache,
+    tagged: bool,
+) -> bool {
     let bs = class_size(class);
     // SAFETY: the caller owns the fresh span descriptor.
     unsafe {
         let bytes = (*d).slice_count as usize * SLICE_SIZE;
+        let capacity = (bytes / bs) as u32;
+        (*d).tags = null_mut();
+        if tagged {
+            let Some(pool) = tag_pool(capacity) else {
+                return false;
+            };
+            let t = pool.alloc().cast::<u32>();
+            if t.is_null() {
+                return false;
+            }
+            (*d).tags = t;
+        }
         (*d).class = class as u8;
         (*d).block_size = bs as u32;
-        (*d).capacity = (bytes / bs) as u32;
+        (*d).recip = ((1u64 << 32).div_ceil(bs as u64)) as u32;
+        (*d).capacity = capacity;
         (*d).carved = 0;
         // Colour the slab: start carving at a block picked by its slice, so
         // the first blocks of different slabs (the busiest ones while a heap
@@ -116,10 +192,44 @@ pub unsafe fn init(d: *mut Slab, class: usize, cache: *mut crate::cache::Cache) 
         (*d).remote.store(null_mut(), Ordering::Relaxed);
         (*d).cache.store(cache, Ordering::Relaxed);
         (*d).key = SECRET.load(Ordering::Relaxed) ^ (d as usize).rotate_left(29);
-        (*d).owner = (*cache).node;
-        (*(*d).owner).note_slab(class, bytes, true);
+        if tagged {
+            (*d).owner = crate::group::root();
+        } else {
+            (*d).owner = (*cache).node;
+            if (*d).owner != crate::group::root() {
+                (*(*d).owner).note_slab(class, bytes, true);
+            }
+        }
         (*d).next = null_mut();
         (*d).prev = null_mut();
+        true
+    }
+}
+
+/// Undoes what [`init`] took: the tag array, or a dedicated slab's hold on
+/// its group. Returns the group whose reference the caller must release
+/// (null when none).
+///
+/// # Safety
+/// Owner thread only; `s` is an empty slab being given back.
+pub unsafe fn retire(s: *mut Slab) -> *mut GroupNode {
+    // SAFETY: owner-only; nothing refers to the slab's tags any more.
+    unsafe {
+        let tags = (*s).tags;
+        if !tags.is_null() {
+            (*s).tags = null_mut();
+            if let Some(pool) = tag_pool((*s).capacity) {
+                pool.free(tags.cast());
+            }
+            return null_mut();
+        }
+        let owner = (*s).owner;
+        if owner == crate::group::root() {
+            return null_mut();
+        }
+        let bytes = (*s).slice_count as usize * SLICE_SIZE;
+        (*owner).note_slab((*s).class as usize, bytes, false);
+        owner
     }
 }
 

@@ -106,7 +106,12 @@ impl Group {
             slab_max: opt(n.slab_max()),
             slab,
             large,
-            footprint: classes.iter().map(|c| c.slab_bytes).sum::<usize>() + large,
+            footprint: classes
+                .iter()
+                .map(|c| c.slab_bytes)
+                .sum::<usize>()
+                .max(slab)
+                + large,
             events: n.events().into(),
             events_local: n.events_local().into(),
             dying_descendants: n.dying_descendants(),
