@@ -18,11 +18,12 @@
 #   bench-suite/run.sh --scale      group scale only: memcg (every tenant in a
 #                                   group) beside jemalloc (the same work
 #                                   without groups), each case a process of
-#                                   its own, medians of 3 repetitions
+#                                   its own, medians of 5 repetitions
 #                                   (--reps N); rewrites only the "Group
 #                                   scale" section of BENCHMARKS.md and
-#                                   bench-results/scale.csv, prints the table
-#                                   (--scale --quick: the tiny pass alone)
+#                                   bench-suite/results/scale.csv, prints the
+#                                   table (--scale --quick: the tiny pass
+#                                   alone, under <target>/bench-quick/)
 #
 # `--scale` followed by a number is the runner's workload scale factor
 # (`--scale 0.5`), not the group-scale pass. Other arguments are passed to
