@@ -182,11 +182,27 @@ fn describe_rev(root: &Path) -> String {
         .filter_map(|l| l.get(3..))
         .map(str::trim)
         .collect();
+    let engine = sh(
+        root,
+        "git",
+        &[
+            "log",
+            "-1",
+            "--format=%h",
+            "--",
+            "allocator",
+            "scope-api",
+            "src",
+        ],
+    )
+    .filter(|e| !e.is_empty() && *e != head)
+    .map(|e| format!(" (the engine, `allocator/`, `scope-api/` and `src/`, as of `{e}`)"))
+    .unwrap_or_default();
     if files.is_empty() {
-        format!("commit `{head}`")
+        format!("commit `{head}`{engine}")
     } else {
         format!(
-            "commit `{head}` plus uncommitted changes to {}",
+            "commit `{head}`{engine} plus uncommitted changes to {}",
             files
                 .iter()
                 .map(|f| format!("`{f}`"))
