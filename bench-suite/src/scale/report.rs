@@ -768,8 +768,9 @@ fn section(
         s,
         "- tokio service (`service.rs`): a multi-thread runtime with 2 workers, built and warmed before the \
          first reading; every tenant is a task spawned as `tokio::spawn(group.run(session))`, its group built \
-         with `.max(64 << 20)` in the spawning loop (jemalloc: the session alone, no group). A session handles \
-         its JSON requests one by one: format the request text, parse it with serde_json, build a reply object \
+         with `.max(64 << 20)` in the spawning loop (jemalloc: the session alone, no group). Every session \
+         waits at a gate (a semaphore) opened once all are spawned, so all are in flight at once; then it \
+         handles its JSON requests one by one: format the request text, parse it with serde_json, build a reply object \
          and serialize it, keep the reply until the session ends, then `tokio::task::yield_now().await`. \
          *Time* runs from the first spawn until every task is joined; *peak RSS growth* is `ru_maxrss` at the \
          end minus the resident bytes before the first spawn. No session was cancelled unless said below.\n"

@@ -2,7 +2,11 @@
 //! threads runs `tenants` tenants as tasks, each spawned as
 //! `tokio::spawn(tenant.run(session(..)))` (memcg: `group.run(fut)` in the
 //! tenant's own group, built with `.max(64 << 20)`; a cancelled session
-//! counts in `cancelled`). A session handles `requests` small JSON requests:
+//! counts in `cancelled`). Every session first waits at a gate (a semaphore)
+//! opened once all are spawned, so all of them are in flight at once
+//! whatever the speed of the spawning loop against the workers' (without
+//! it the peak followed the machine's load). A session then handles
+//! `requests` small JSON requests:
 //! it formats the request text, parses it with serde_json, builds a reply
 //! object and serializes it, keeps the reply (a session log alive until the
 //! session ends), and yields (`tokio::task::yield_now().await`) before the
@@ -19,13 +23,20 @@ use super::{anon_rss, growth, peak_rss, total_rss, Line, Tenant};
 use crate::rng::Rng;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::Semaphore;
 
 /// The hard limit of each tenant's group.
 pub const TENANT_MAX: usize = 64 << 20;
 
-/// One tenant's session: `requests` requests, a yield between them.
-async fn session(tenant: usize, requests: usize) -> u64 {
+/// One tenant's session: once `gate` opens, `requests` requests, a yield
+/// between them.
+async fn session(tenant: usize, requests: usize, gate: Arc<Semaphore>) -> u64 {
+    gate.acquire()
+        .await
+        .expect("the gate is never closed")
+        .forget();
     let mut rng = Rng::new(0x5E55_0000 + tenant as u64);
     let mut log: Vec<String> = Vec::with_capacity(requests);
     let mut sum = 0u64;
@@ -93,11 +104,14 @@ pub fn run(tenants: usize, requests: usize, workers: usize) -> Line {
     let anon0 = anon_rss();
     let t0 = Instant::now();
     let (check, cancelled) = rt.block_on(async {
+        let gate = Arc::new(Semaphore::new(0));
         let mut handles = Vec::with_capacity(tenants);
         for (t, name) in names.iter().enumerate() {
             let tenant = Tenant::new(name, Some(TENANT_MAX));
-            handles.push(tokio::spawn(tenant.run(session(t, requests))));
+            let session = session(t, requests, gate.clone());
+            handles.push(tokio::spawn(tenant.run(session)));
         }
+        gate.add_permits(tenants);
         let mut check = 0u64;
         let mut cancelled = 0usize;
         for h in handles {
