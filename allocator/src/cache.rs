@@ -30,6 +30,12 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 /// Bytes a reserve refill asks for beyond the allocation at hand.
 static RESERVE_BATCH: AtomicUsize = AtomicUsize::new(32 * 1024);
 
+/// The most a thread keeps charged for a group whose cache it is not using
+/// (an eighth of a batch): a thread keeps thousands of group caches.
+pub fn saved_reserve_max() -> usize {
+    reserve_batch() / 8
+}
+
 /// Sets the reserve batch (bytes); reaches every cache at its next refill.
 pub fn set_reserve_batch(bytes: usize) {
     RESERVE_BATCH.store(bytes, Ordering::Relaxed);
@@ -357,11 +363,11 @@ unsafe fn top_up(cache: *mut Cache) {
 /// # Safety
 /// Owner thread only; `cache` holds no reserve (see [`unload`]); the caller
 /// holds a reference on `node`.
-pub unsafe fn load(cache: *mut Cache, node: *mut GroupNode, reserve: isize) {
+pub unsafe fn load(cache: *mut Cache, node: *mut GroupNode, tag: u32, reserve: isize) {
     // SAFETY: owner-only.
     unsafe {
         (*cache).node = node;
-        (*cache).tag = (*node).index;
+        (*cache).tag = tag;
         (*cache).taken.store(0, Ordering::Relaxed);
         (*cache).freed.store(0, Ordering::Relaxed);
         (*cache).charged.store(reserve as usize, Ordering::Relaxed);

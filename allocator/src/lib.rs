@@ -19,6 +19,7 @@ mod meta_pool;
 mod os;
 #[cfg(feature = "checks")]
 mod ownership;
+mod root_charge;
 mod segment;
 mod size_class;
 mod slab;
