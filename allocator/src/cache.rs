@@ -21,9 +21,9 @@ use crate::atomic_stack::Link;
 use crate::group::{ChargeMode, GroupNode};
 use crate::heap::{self, Heap};
 use crate::meta_pool::MetaPool;
-use crate::segment::{empty_slab, Slab, LIST_FULL, LIST_HEAD, LIST_ORPHAN, LIST_PARTIAL};
 use crate::size_class::{class_size, NUM_CLASSES};
 use crate::slab;
+use crate::slab::{empty_slab, Slab, LIST_FULL, LIST_HEAD, LIST_ORPHAN, LIST_PARTIAL};
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
@@ -140,7 +140,7 @@ impl Cache {
             classes: {
                 let mut classes = [const {
                     ClassList {
-                        head: &crate::segment::EMPTY_SLAB as *const Slab as *mut Slab,
+                        head: &crate::slab::EMPTY_SLAB as *const Slab as *mut Slab,
                         size: 0,
                         full: null_mut(),
                         slabs: 0,
@@ -251,7 +251,7 @@ pub unsafe fn alloc(cache: *mut Cache, class: usize) -> *mut u8 {
         // the chain through the slab. Both tests in one branch.
         let t = (*cache).taken.load(Ordering::Relaxed) + (*cl).size;
         if b.is_null() | (t > (*cache).take_limit) {
-            crate::cold_path();
+            crate::hint::cold_path();
             return alloc_slow(cache, class).0;
         }
         (*cache).taken.store(t, Ordering::Relaxed);
@@ -479,7 +479,7 @@ unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
             if s.is_null() {
                 return (null_mut(), false);
             }
-            if !slab::init(s, class, cache, (*cache).tagged) {
+            if !slab::init(s, class, cache.cast(), (*cache).node, (*cache).tagged) {
                 heap::release_span(heap, s);
                 return (null_mut(), false);
             }
@@ -500,7 +500,7 @@ pub unsafe fn local_free_slow(heap: *mut Heap, s: *mut Slab, owner: *mut GroupNo
     // SAFETY: owner-only access to the slab and its cache's lists.
     unsafe {
         let bs = (*s).block_size as usize;
-        let cache = (*s).cache.load(Ordering::Relaxed);
+        let cache = (*s).cache.load(Ordering::Relaxed).cast::<Cache>();
         if cache.is_null() {
             GroupNode::uncharge(owner, bs, true);
         } else if (*s).tags.is_null() {
@@ -523,7 +523,7 @@ pub unsafe fn credit(cache: *mut Cache, bytes: usize) {
         let f = (*cache).freed.load(Ordering::Relaxed) + bytes;
         (*cache).freed.store(f, Ordering::Relaxed);
         if f > (*cache).free_limit {
-            crate::cold_path();
+            crate::hint::cold_path();
             credit_slow(cache);
         }
     }
@@ -551,7 +551,7 @@ unsafe fn credit_slow(cache: *mut Cache) {
 pub unsafe fn after_free(heap: *mut Heap, s: *mut Slab) {
     // SAFETY: owner-only access to the slab and its cache's lists.
     unsafe {
-        let cache = (*s).cache.load(Ordering::Relaxed);
+        let cache = (*s).cache.load(Ordering::Relaxed).cast::<Cache>();
         if cache.is_null() {
             if (*s).used() == 0 {
                 heap::release_slab(heap, s);
@@ -655,7 +655,7 @@ pub unsafe fn adopt_slab(cache: *mut Cache, s: *mut Slab) {
     // SAFETY: owner-only.
     unsafe {
         let cl = class_list(cache, (*s).class as usize);
-        (*s).cache.store(cache, Ordering::Relaxed);
+        (*s).cache.store(cache.cast(), Ordering::Relaxed);
         (*cl).slabs += 1;
         if slab::has_room(s) {
             push_partial_second(cl, s);

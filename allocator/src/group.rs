@@ -229,7 +229,7 @@ fn fresh_node() -> *mut GroupNode {
         }
         match slot.compare_exchange(null_mut(), mem, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
-                crate::stats::note_mapped(bytes as isize);
+                crate::counters::note_mapped(bytes as isize);
                 chunk = mem;
             }
             Err(won) => {

@@ -11,13 +11,12 @@
 use crate::atomic_stack::Link;
 use crate::cache::{self, Cache};
 use crate::group::{self, GroupNode};
+use crate::layout::{self, ABANDONED, HEADER_SLICES, SLICES, SLICE_SIZE};
 use crate::meta_pool::MetaPool;
 use crate::os;
-use crate::segment::{
-    self, Segment, Slab, ABANDONED, ABANDONED_SEGMENTS, HEADER_SLICES, LIST_ORPHAN, SLICES,
-    SLICE_SIZE, SPAN_SLAB,
-};
-use crate::{slab, stats};
+use crate::segment::{Segment, ABANDONED_SEGMENTS};
+use crate::slab::{Slab, LIST_ORPHAN, SPAN_SLAB};
+use crate::{counters, slab};
 use core::cell::Cell;
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
@@ -314,7 +313,7 @@ unsafe fn abandon(h: *mut Heap) {
             }
             (*h).table = null_mut();
             os::unmap(t.cast(), TABLE_BYTES);
-            stats::note_mapped(-(TABLE_BYTES as isize));
+            counters::note_mapped(-(TABLE_BYTES as isize));
         }
         cache::empty_out(h, &raw mut (*h).root);
         cache::empty_out(h, &raw mut (*h).shared);
@@ -327,7 +326,6 @@ unsafe fn abandon(h: *mut Heap) {
             if Segment::is_unused(seg) {
                 Segment::destroy(seg);
             } else {
-                (*seg).heap = null_mut();
                 (*seg).next = null_mut();
                 (*seg).prev = null_mut();
                 (*seg).thread_id.store(ABANDONED, Ordering::Release);
@@ -404,7 +402,7 @@ pub unsafe fn new_slab(h: *mut Heap, c: *mut Cache, class: usize) -> *mut Slab {
                 return activated(d);
             }
         }
-        let seg = Segment::create(h);
+        let seg = Segment::create(h as usize);
         if seg.is_null() {
             return null_mut();
         }
@@ -415,7 +413,7 @@ pub unsafe fn new_slab(h: *mut Heap, c: *mut Cache, class: usize) -> *mut Slab {
 
 unsafe fn activated(d: *mut Slab) -> *mut Slab {
     // SAFETY: `d` is a span just taken.
-    unsafe { stats::note_active(((*d).slice_count as usize * SLICE_SIZE) as isize) };
+    unsafe { counters::note_active(((*d).slice_count as usize * SLICE_SIZE) as isize) };
     d
 }
 
@@ -441,9 +439,9 @@ pub unsafe fn release_slab(h: *mut Heap, s: *mut Slab) {
 pub unsafe fn release_span(h: *mut Heap, s: *mut Slab) {
     // SAFETY: the span is in one of this heap's segments.
     unsafe {
-        let seg = segment::head_of((*s).start).cast::<Segment>();
+        let seg = layout::head_of((*s).start).cast::<Segment>();
         let bytes = (*s).slice_count as usize * SLICE_SIZE;
-        stats::note_active(-(bytes as isize));
+        counters::note_active(-(bytes as isize));
         Segment::free_span(seg, s, os::now_ms());
         (*h).has_dirty = true;
     }
@@ -486,7 +484,6 @@ unsafe fn adopt_segment(h: *mut Heap, seg: *mut Segment) {
     // heap owns it; Acquire on the take made the previous owner's writes
     // visible.
     unsafe {
-        (*seg).heap = h;
         (*seg).thread_id.store(h as usize, Ordering::Release);
         (*seg).has_remote.store(false, Ordering::Relaxed);
         link_segment(h, seg);
@@ -728,7 +725,7 @@ unsafe fn group_cache_for(h: *mut Heap, node: *mut GroupNode) -> *mut GroupCache
             if t.is_null() {
                 return null_mut();
             }
-            stats::note_mapped(TABLE_BYTES as isize);
+            counters::note_mapped(TABLE_BYTES as isize);
             (*h).table = t;
         }
         if let Some(i) = lookup(h, node) {

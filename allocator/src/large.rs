@@ -8,12 +8,12 @@
 //! their header a whole segment before: the pages between are mapped but
 //! never touched, as are those before any block aligned above a page.
 
+use crate::counters;
 use crate::group::{ChargeMode, GroupNode};
 use crate::heap;
 use crate::large_cache;
+use crate::layout::{SegmentHead, KIND_LARGE, SEGMENT_SIZE};
 use crate::os::{self, PAGE_SIZE};
-use crate::segment::{SegmentHead, KIND_LARGE, SEGMENT_SIZE};
-use crate::stats;
 use core::ptr::null_mut;
 
 /// The header of a large block.
@@ -37,9 +37,9 @@ fn round_page(n: usize) -> Option<usize> {
 }
 
 fn note_mapping(delta: isize) {
-    stats::note_mapped(delta);
-    stats::note_resident(delta);
-    stats::note_active(delta);
+    counters::note_mapped(delta);
+    counters::note_resident(delta);
+    counters::note_active(delta);
 }
 
 /// Charges the calling thread's group for `bytes` of large blocks; the
@@ -92,7 +92,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
 }
 
 fn head_of_block(p: *mut u8) -> *mut LargeBlock {
-    crate::segment::head_of(p).cast()
+    crate::layout::head_of(p).cast()
 }
 
 /// Maps the block and writes its header (but the node).

@@ -10,11 +10,14 @@
 
 mod atomic_stack;
 mod cache;
+mod counters;
 mod group;
 pub mod groups;
 mod heap;
+mod hint;
 mod large;
 mod large_cache;
+mod layout;
 mod meta_pool;
 mod os;
 #[cfg(feature = "checks")]
@@ -28,8 +31,10 @@ mod stats;
 use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::Ordering;
 use group::GroupNode;
-use segment::{Block, Segment, KIND_LARGE, KIND_SMALL, SPAN_SLAB};
+use layout::{Block, KIND_LARGE, KIND_SMALL};
+use segment::Segment;
 use size_class::{class_for, class_of, small_class, MAX_SMALL, SMALL_LOOKUP_MAX};
+use slab::SPAN_SLAB;
 
 pub use stats::{alloc_stats, AllocStats};
 
@@ -82,7 +87,7 @@ fn alloc_any(size: usize, align: usize, zero: bool) -> *mut u8 {
 /// `ptr` is a live block of this allocator.
 #[inline(always)]
 unsafe fn free<const ALIGNED: bool>(ptr: *mut u8) {
-    let head = segment::head_of(ptr);
+    let head = layout::head_of(ptr);
     #[cfg(feature = "checks")]
     if !ownership::owns(head as usize) {
         os::fatal("memcg: free of a pointer this allocator does not own\n");
@@ -111,8 +116,8 @@ unsafe fn free<const ALIGNED: bool>(ptr: *mut u8) {
         // and slab-state tests, and the cache to credit is known before
         // the slab is read.
         let c = heap::current_cache();
-        if (*s).cache.load(Ordering::Relaxed) != c {
-            cold_path();
+        if (*s).cache.load(Ordering::Relaxed).cast::<cache::Cache>() != c {
+            crate::hint::cold_path();
             return free_other(seg, s, b);
         }
         local_free::<false>(s, b, c);
@@ -128,7 +133,7 @@ unsafe fn free<const ALIGNED: bool>(ptr: *mut u8) {
 /// The calling thread owns the slab's segment; `b` is a live block of it.
 #[inline(always)]
 unsafe fn local_free<const CHECK_STATE: bool>(
-    s: *mut segment::Slab,
+    s: *mut slab::Slab,
     b: *mut Block,
     cache: *mut cache::Cache,
 ) {
@@ -153,7 +158,7 @@ unsafe fn local_free<const CHECK_STATE: bool>(
         // Slow only for a full or orphaned slab, or an emptied one that
         // is not the allocation head (an empty head is kept).
         if rel < 0 {
-            crate::cold_path();
+            crate::hint::cold_path();
             cache::local_free_slow(heap::current(), s, (*s).owner);
         } else {
             cache::credit(cache, (*s).block_size as usize);
@@ -168,7 +173,7 @@ unsafe fn local_free<const CHECK_STATE: bool>(
 /// # Safety
 /// As for [`local_free`]; `s` has tags and `b` is not its free list's head.
 #[inline(never)]
-unsafe fn tagged_free(s: *mut segment::Slab, b: *mut Block, cache: *mut cache::Cache) {
+unsafe fn tagged_free(s: *mut slab::Slab, b: *mut Block, cache: *mut cache::Cache) {
     // SAFETY: as in `local_free`; the tag of a live block was written when
     // it was handed out.
     unsafe {
@@ -192,23 +197,21 @@ unsafe fn tagged_free(s: *mut segment::Slab, b: *mut Block, cache: *mut cache::C
 /// cache of this thread's, an orphan of this thread's, or another
 /// thread's.
 #[inline(never)]
-unsafe fn free_other(seg: *mut Segment, s: *mut segment::Slab, b: *mut Block) {
+unsafe fn free_other(seg: *mut Segment, s: *mut slab::Slab, b: *mut Block) {
     // SAFETY: the block is live, so its slab and segment are.
     unsafe {
         let h = heap::current();
         if (*seg).thread_id.load(Ordering::Relaxed) == h as usize {
-            local_free::<true>(s, b, (*s).cache.load(Ordering::Relaxed));
+            local_free::<true>(
+                s,
+                b,
+                (*s).cache.load(Ordering::Relaxed).cast::<cache::Cache>(),
+            );
         } else {
             remote_free(h, seg, s, b);
         }
     }
 }
-
-/// Marks the branch that calls it as the unlikely one (a stable stand-in
-/// for `core::hint::cold_path`, newer than the supported Rust).
-#[cold]
-#[inline(always)]
-pub(crate) fn cold_path() {}
 
 /// [`bad_free`] behind a call that returns `()`, so the fast path reaches it
 /// by a jump and keeps no stack frame of its own.
@@ -230,7 +233,7 @@ fn bad_free(double: bool) -> ! {
 
 /// A free by a thread that does not own the slab.
 #[inline(never)]
-unsafe fn remote_free(h: *mut heap::Heap, seg: *mut Segment, s: *mut segment::Slab, b: *mut Block) {
+unsafe fn remote_free(h: *mut heap::Heap, seg: *mut Segment, s: *mut slab::Slab, b: *mut Block) {
     // SAFETY: the block is live until pushed, so the slab and segment are;
     // nothing of them is touched after the push.
     unsafe {
@@ -267,7 +270,7 @@ unsafe impl GlobalAlloc for SlabAlloc {
             } else if size <= MAX_SMALL {
                 // Out of the small sizes' straight line (one jump more for
                 // these, one less for the commonest).
-                cold_path();
+                crate::hint::cold_path();
                 class_of(size)
             } else {
                 return alloc_any(size, 8, false);
@@ -302,7 +305,7 @@ unsafe impl GlobalAlloc for SlabAlloc {
         // SAFETY: the caller passes a live block of ours with its layout,
         // and a new size that makes a valid layout with the same alignment.
         unsafe {
-            let head = segment::head_of(ptr);
+            let head = layout::head_of(ptr);
             if (*head).kind == KIND_SMALL {
                 let s = segment::slab_of(head.cast(), ptr);
                 let bs = (*s).block_size as usize;
@@ -333,7 +336,7 @@ pub unsafe fn usable_size(ptr: *const u8) -> usize {
     let ptr = ptr as *mut u8;
     // SAFETY: as in `free`.
     unsafe {
-        let head = segment::head_of(ptr);
+        let head = layout::head_of(ptr);
         if (*head).kind == KIND_SMALL {
             (*segment::slab_of(head.cast(), ptr)).block_size as usize
         } else {
