@@ -11,10 +11,10 @@
 use crate::atomic_stack::Link;
 use crate::cache::{self, Cache};
 use crate::group::{self, GroupNode};
-use crate::layout::{self, ABANDONED, HEADER_SLICES, SLICES, SLICE_SIZE};
+use crate::layout::{ABANDONED, HEADER_SLICES, SLICES, SLICE_SIZE};
 use crate::meta_pool::MetaPool;
 use crate::os;
-use crate::segment::{Segment, ABANDONED_SEGMENTS};
+use crate::segment::{self, Segment, ABANDONED_SEGMENTS};
 use crate::slab::{Slab, LIST_ORPHAN, SPAN_SLAB};
 use crate::{counters, slab};
 use core::cell::Cell;
@@ -55,7 +55,6 @@ pub struct Heap {
     /// The group death epoch this heap last swept its caches at.
     pub death_seen: u64,
     pub segments: *mut Segment,
-    pub has_dirty: bool,
     pub next_purge_ms: u64,
     pub purge_seen: u64,
     /// Slow-path collections of remote frees, counting towards the next
@@ -122,7 +121,6 @@ static PLACEHOLDER: Heap = Heap {
     fallible: 0,
     death_seen: 0,
     segments: null_mut(),
-    has_dirty: false,
     next_purge_ms: 0,
     purge_seen: 0,
     remote_scans: 0,
@@ -260,7 +258,6 @@ pub fn init_thread() -> *mut Heap {
                 fallible: 0,
                 death_seen: group::DEATH_EPOCH.load(Ordering::Acquire),
                 segments: null_mut(),
-                has_dirty: false,
                 next_purge_ms: 0,
                 purge_seen: PURGE_REQUESTS.load(Ordering::Relaxed),
                 remote_scans: 0,
@@ -268,8 +265,8 @@ pub fn init_thread() -> *mut Heap {
                 shared: Cache::empty(),
             },
         );
-        Cache::init(&raw mut (*h).root, h, group::root());
-        Cache::init(&raw mut (*h).shared, h, group::root());
+        Cache::init(&raw mut (*h).root, group::root());
+        Cache::init(&raw mut (*h).shared, group::root());
         (*h).shared.tagged = true;
         (*h).current = &raw mut (*h).root;
         CACHE.with(|t| t.set(&raw mut (*h).root));
@@ -315,8 +312,8 @@ unsafe fn abandon(h: *mut Heap) {
             os::unmap(t.cast(), TABLE_BYTES);
             counters::note_mapped(-(TABLE_BYTES as isize));
         }
-        cache::empty_out(h, &raw mut (*h).root);
-        cache::empty_out(h, &raw mut (*h).shared);
+        cache::empty_out(&raw mut (*h).root);
+        cache::empty_out(&raw mut (*h).shared);
         (*h).root.live.store(false, Ordering::Release);
         (*h).shared.live.store(false, Ordering::Release);
         let mut seg = (*h).segments;
@@ -417,36 +414,6 @@ unsafe fn activated(d: *mut Slab) -> *mut Slab {
     d
 }
 
-/// Gives an empty, unlinked slab's span back to its segment.
-///
-/// # Safety
-/// Owner thread only.
-pub unsafe fn release_slab(h: *mut Heap, s: *mut Slab) {
-    // SAFETY: the slab is in one of this heap's segments and empty.
-    unsafe {
-        let owner = slab::retire(s);
-        release_span(h, s);
-        if !owner.is_null() {
-            GroupNode::release(owner);
-        }
-    }
-}
-
-/// Gives a span taken by [`new_slab`] back to its segment.
-///
-/// # Safety
-/// Owner thread only; the span holds no live block and is on no list.
-pub unsafe fn release_span(h: *mut Heap, s: *mut Slab) {
-    // SAFETY: the span is in one of this heap's segments.
-    unsafe {
-        let seg = layout::head_of((*s).start).cast::<Segment>();
-        let bytes = (*s).slice_count as usize * SLICE_SIZE;
-        counters::note_active(-(bytes as isize));
-        Segment::free_span(seg, s, os::now_ms());
-        (*h).has_dirty = true;
-    }
-}
-
 /// Takes one abandoned segment into the heap; null when there is none.
 unsafe fn adopt_one(h: *mut Heap) -> *mut Segment {
     let first = ABANDONED_SEGMENTS.take_all().cast::<Segment>();
@@ -494,7 +461,7 @@ unsafe fn adopt_segment(h: *mut Heap, seg: *mut Segment) {
             if (*d).state == SPAN_SLAB {
                 slab::collect_remote(d);
                 if (*d).used() == 0 {
-                    release_slab(h, d);
+                    segment::release_slab(d);
                 } else if !(*d).tags.is_null() {
                     cache::adopt_slab(&raw mut (*h).shared, d);
                 } else if (*d).owner == group::root() {
@@ -549,7 +516,7 @@ unsafe fn collect_in_segments(h: *mut Heap, all: bool) -> bool {
                     let end = i + ((*d).slice_count as usize).max(1);
                     if (*d).state == SPAN_SLAB && slab::collect_remote(d) > 0 {
                         found = true;
-                        cache::after_free(h, d);
+                        cache::after_free(d);
                     }
                     i = end;
                 }
@@ -581,7 +548,7 @@ unsafe fn maybe_purge(h: *mut Heap) {
             purge_heap(h, u64::MAX);
             return;
         }
-        if !(*h).has_dirty {
+        if !segment::has_dirty() {
             return;
         }
         let now = os::now_ms();
@@ -615,7 +582,7 @@ unsafe fn purge_heap(h: *mut Heap, older_than: u64) {
             }
             seg = next;
         }
-        (*h).has_dirty = dirty;
+        segment::set_dirty(dirty);
     }
 }
 
@@ -638,11 +605,11 @@ pub fn purge_all() {
         while !adopt_one(h).is_null() {}
         collect_remote_frees_all(h);
         sweep_dead_caches(h);
-        cache::release_empty_slabs(h, &raw mut (*h).root);
-        cache::release_empty_slabs(h, &raw mut (*h).shared);
+        cache::release_empty_slabs(&raw mut (*h).root);
+        cache::release_empty_slabs(&raw mut (*h).shared);
         for g in entries(h) {
             if !(*g).dedicated.is_null() {
-                cache::release_empty_slabs(h, (*g).dedicated);
+                cache::release_empty_slabs((*g).dedicated);
             }
         }
         purge_heap(h, u64::MAX);
@@ -756,7 +723,7 @@ unsafe fn group_cache_for(h: *mut Heap, node: *mut GroupNode) -> *mut GroupCache
             if dedicated.is_null() {
                 return null_mut();
             }
-            Cache::init(dedicated, h, node);
+            Cache::init(dedicated, node);
         }
         (*node).acquire();
         (*g).node = node;
@@ -786,7 +753,7 @@ pub unsafe fn promote(h: *mut Heap) -> *mut Cache {
             return null_mut();
         }
         let node = (*g).node;
-        Cache::init(d, h, node);
+        Cache::init(d, node);
         let r = cache::unload(&raw mut (*h).shared);
         (*h).active = null_mut();
         cache::load(d, node, (*g).tag, r);
@@ -840,7 +807,7 @@ unsafe fn evict(h: *mut Heap, slot: usize) {
         }
         let d = (*g).dedicated;
         if !d.is_null() {
-            cache::empty_out(h, d);
+            cache::empty_out(d);
             (*d).live.store(false, Ordering::Release);
             let dn = (*d).node;
             cache::CACHES.free(d.cast());

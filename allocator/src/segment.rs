@@ -46,6 +46,53 @@ const _: () = assert!(core::mem::size_of::<Slab>() == 1 << DESC_SHIFT);
 const _: () = assert!(core::mem::size_of::<Segment>() <= HEADER_SLICES << DESC_SHIFT);
 const _: () = assert!(HEADER_SLICES == 2);
 
+thread_local! {
+    /// Whether this thread's segments may hold dirty free spans (pages
+    /// freed but not yet given back), so purging has work to do.
+    static DIRTY: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread's segments may hold dirty free spans.
+pub fn has_dirty() -> bool {
+    DIRTY.with(|d| d.get())
+}
+
+/// Records whether the calling thread's segments hold dirty free spans.
+pub fn set_dirty(dirty: bool) {
+    DIRTY.with(|d| d.set(dirty));
+}
+
+/// Gives an empty, unlinked slab back to its segment: its tags (or its
+/// dedicated group's hold), its active bytes, its span.
+///
+/// # Safety
+/// Owner thread only; the slab holds no live block and is on no list.
+pub unsafe fn release_slab(s: *mut Slab) {
+    // SAFETY: the slab is in one of this thread's segments and empty.
+    unsafe {
+        let owner = crate::slab::retire(s);
+        release_span(s);
+        if !owner.is_null() {
+            crate::group::GroupNode::release(owner);
+        }
+    }
+}
+
+/// Gives a span taken for a slab back to its segment, as dirty free space.
+///
+/// # Safety
+/// Owner thread only; the span holds no live block and is on no list.
+pub unsafe fn release_span(s: *mut Slab) {
+    // SAFETY: the span is in one of this thread's segments.
+    unsafe {
+        let seg = head_of((*s).start).cast::<Segment>();
+        let bytes = (*s).slice_count as usize * SLICE_SIZE;
+        counters::note_active(-(bytes as isize));
+        Segment::free_span(seg, s, os::now_ms());
+        set_dirty(true);
+    }
+}
+
 /// Abandoned segments, waiting to be adopted.
 pub static ABANDONED_SEGMENTS: AtomicStack = AtomicStack::new();
 
