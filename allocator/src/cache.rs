@@ -1,4 +1,5 @@
-//! One (thread, group) cache: per size class, a list of slabs with room
+//! A cache: a thread's front for allocating in one group (the root's, the
+//! one shared by the thread's groups, or a group's dedicated one): per size class, a list of slabs with room
 //! (its head is where the fast path allocates) and a list of full slabs,
 //! plus the group's byte *reserve* on this thread.
 //!
@@ -19,16 +20,22 @@
 
 use crate::atomic_stack::Link;
 use crate::group::{ChargeMode, GroupNode};
-use crate::heap::{self, Heap};
 use crate::meta_pool::MetaPool;
-use crate::segment::{empty_slab, Slab, LIST_FULL, LIST_HEAD, LIST_ORPHAN, LIST_PARTIAL};
+use crate::segment;
 use crate::size_class::{class_size, NUM_CLASSES};
 use crate::slab;
+use crate::slab::{empty_slab, Slab, LIST_FULL, LIST_HEAD, LIST_ORPHAN, LIST_PARTIAL};
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 /// Bytes a reserve refill asks for beyond the allocation at hand.
 static RESERVE_BATCH: AtomicUsize = AtomicUsize::new(32 * 1024);
+
+/// The most a thread keeps charged for a group whose cache it is not using
+/// (an eighth of a batch): a thread keeps thousands of group caches.
+pub fn saved_reserve_max() -> usize {
+    reserve_batch() / 8
+}
 
 /// Sets the reserve batch (bytes); reaches every cache at its next refill.
 pub fn set_reserve_batch(bytes: usize) {
@@ -89,7 +96,6 @@ pub struct Cache {
     pub charged: AtomicUsize,
     /// Above this, frees hand the excess reserve back.
     pub reserve_high: isize,
-    pub heap: *mut Heap,
     /// The group this cache charges (holds a reference, except in a heap's
     /// shared cache, whose group is the loaded `GroupCache`'s).
     pub node: *mut GroupNode,
@@ -125,7 +131,6 @@ impl Cache {
             free_limit: 0,
             charged: AtomicUsize::new(0),
             reserve_high: 0,
-            heap: null_mut(),
             node: null_mut(),
             tag: 0,
             tagged: false,
@@ -134,7 +139,7 @@ impl Cache {
             classes: {
                 let mut classes = [const {
                     ClassList {
-                        head: &crate::segment::EMPTY_SLAB as *const Slab as *mut Slab,
+                        head: &crate::slab::EMPTY_SLAB as *const Slab as *mut Slab,
                         size: 0,
                         full: null_mut(),
                         slabs: 0,
@@ -151,16 +156,14 @@ impl Cache {
         }
     }
 
-    /// Makes `c` an empty live cache of `heap` for `node` (taking a
-    /// reference on it).
+    /// Makes `c` an empty live cache for `node` (taking a reference on it).
     ///
     /// # Safety
     /// `c` is memory for a cache owned by the caller; `node` is live.
-    pub unsafe fn init(c: *mut Cache, heap: *mut Heap, node: *mut GroupNode) {
+    pub unsafe fn init(c: *mut Cache, node: *mut GroupNode) {
         // SAFETY: the caller owns `c`; the node is live.
         unsafe {
             core::ptr::write(c, Cache::empty());
-            (*c).heap = heap;
             (*c).node = node;
             (*c).tag = (*node).index;
             (*c).reserve_high = 2 * reserve_batch() as isize;
@@ -172,7 +175,7 @@ impl Cache {
 }
 
 #[inline(always)]
-unsafe fn class_list(cache: *mut Cache, class: usize) -> *mut ClassList {
+pub unsafe fn class_list(cache: *mut Cache, class: usize) -> *mut ClassList {
     // SAFETY: the caller passes class < NUM_CLASSES.
     unsafe { (&raw mut (*cache).classes).cast::<ClassList>().add(class) }
 }
@@ -227,91 +230,10 @@ unsafe fn add_charged(cache: *mut Cache, delta: isize) {
     }
 }
 
-/// Allocates a block of `class`: the fast path.
-///
-/// # Safety
-/// `cache` is the calling thread's current cache (or the placeholder's),
-/// `class < NUM_CLASSES`.
-#[inline(always)]
-pub unsafe fn alloc(cache: *mut Cache, class: usize) -> *mut u8 {
-    // SAFETY: owner-only access to the cache and its head slab; the
-    // placeholder's head is the empty sentinel, whose `free` is null, so it
-    // is never written.
-    unsafe {
-        let cl = class_list(cache, class);
-        let s = (*cl).head;
-        let b = (*s).free;
-        // The class list, not the slab, gives the size: one load less on
-        // the chain through the slab. Both tests in one branch.
-        let t = (*cache).taken.load(Ordering::Relaxed) + (*cl).size;
-        if b.is_null() | (t > (*cache).take_limit) {
-            crate::cold_path();
-            return alloc_slow(cache, class).0;
-        }
-        (*cache).taken.store(t, Ordering::Relaxed);
-        (*s).free = slab::next_of(s, b);
-        (*s).used_rel += 1;
-        // Only a shared slab has tags (and only a group's allocations use
-        // one): the root's and dedicated slabs never take this branch. The
-        // tag is written out of line: inlined here, it crashes the LLVM of
-        // rustc 1.95 (its module inliner) in programs that call the
-        // allocator through `&dyn GlobalAlloc`.
-        // Returning the callee's result makes the call a jump: the fast
-        // path keeps no stack frame.
-        if !(*s).tags.is_null() {
-            return tag_block(s, b.cast(), (*cache).tag);
-        }
-        b.cast()
-    }
-}
-
-/// Records the owner of a block just handed out from a shared slab, and
-/// returns the block.
-#[inline(never)]
-unsafe fn tag_block(s: *mut Slab, b: *mut u8, tag: u32) -> *mut u8 {
-    // SAFETY: the caller passes a shared slab and one of its blocks.
-    unsafe { slab::set_tag(s, b, tag) };
-    b
-}
-
-/// Allocates a zeroed block of `class`; a block carved from memory fresh
-/// from the OS is cleared only where the free list wrote.
-///
-/// # Safety
-/// As for [`alloc`].
-pub unsafe fn alloc_zeroed(cache: *mut Cache, class: usize) -> *mut u8 {
-    // SAFETY: as in `alloc`; the block is ours to write once popped.
-    unsafe {
-        let s = (*class_list(cache, class)).head;
-        let b = (*s).free;
-        let t = (*cache).taken.load(Ordering::Relaxed) + class_size(class);
-        let (p, zero) = if !b.is_null() && t <= (*cache).take_limit {
-            (*cache).taken.store(t, Ordering::Relaxed);
-            (*s).free = slab::next_of(s, b);
-            (*s).used_rel += 1;
-            if !(*s).tags.is_null() {
-                slab::set_tag(s, b.cast(), (*cache).tag);
-            }
-            (b.cast::<u8>(), false)
-        } else {
-            alloc_slow(cache, class)
-        };
-        if !p.is_null() {
-            let len = if zero {
-                core::mem::size_of::<usize>()
-            } else {
-                class_size(class)
-            };
-            core::ptr::write_bytes(p, 0, len);
-        }
-        p
-    }
-}
-
 /// Charges the group for at least `need` more bytes of reserve: a batch
 /// when the limits allow, else exactly what is needed. False when denied.
 #[inline(never)]
-unsafe fn refill(heap: *mut Heap, cache: *mut Cache, need: isize) -> bool {
+unsafe fn refill(cache: *mut Cache, need: isize, fallible: bool) -> bool {
     // SAFETY: owner-only; the cache's node is live (the cache holds it).
     unsafe {
         let r = reserve(&*cache);
@@ -323,7 +245,7 @@ unsafe fn refill(heap: *mut Heap, cache: *mut Cache, need: isize) -> bool {
             add_charged(cache, (deficit + batch) as isize);
             return true;
         }
-        let mode = if (*heap).fallible > 0 {
+        let mode = if fallible {
             ChargeMode::Fallible
         } else {
             ChargeMode::Normal
@@ -357,11 +279,11 @@ unsafe fn top_up(cache: *mut Cache) {
 /// # Safety
 /// Owner thread only; `cache` holds no reserve (see [`unload`]); the caller
 /// holds a reference on `node`.
-pub unsafe fn load(cache: *mut Cache, node: *mut GroupNode, reserve: isize) {
+pub unsafe fn load(cache: *mut Cache, node: *mut GroupNode, tag: u32, reserve: isize) {
     // SAFETY: owner-only.
     unsafe {
         (*cache).node = node;
-        (*cache).tag = (*node).index;
+        (*cache).tag = tag;
         (*cache).taken.store(0, Ordering::Relaxed);
         (*cache).freed.store(0, Ordering::Relaxed);
         (*cache).charged.store(reserve as usize, Ordering::Relaxed);
@@ -405,105 +327,86 @@ pub unsafe fn trim_reserve(cache: *mut Cache, keep: isize) {
     }
 }
 
-/// The slow path: charge the reserve, refill the head slab, move on to the
-/// next, or make a new one. Returns the block and whether it reads as zero
-/// past its first word.
-#[inline(never)]
-unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
-    // SAFETY: owner-only access to the thread's heap, cache and slabs.
+/// Makes sure the reserve holds `bytes` for an allocation: refills it
+/// (exactly near a limit, see [`refill`]) or tops up a low one. False when
+/// a limit denies it.
+///
+/// # Safety
+/// Owner thread only.
+pub unsafe fn reserve_for(cache: *mut Cache, bytes: usize, fallible: bool) -> bool {
+    // SAFETY: owner-only.
     unsafe {
-        let heap = (*cache).heap;
-        if heap.is_null() {
-            // The placeholder: this thread's first allocation.
-            let h = heap::init_thread();
-            if h.is_null() {
-                return (null_mut(), false);
-            }
-            return alloc_slow((*h).current, class);
-        }
-        // A group that allocates this much from the shared slabs in one
-        // stretch on this thread gets slabs of its own here: its objects
-        // fill whole slabs, and its fast paths become the root's.
-        if (*cache).tagged && (*cache).taken.load(Ordering::Relaxed) > PROMOTE_AFTER {
-            let d = heap::promote(heap);
-            if !d.is_null() {
-                return alloc_slow(d, class);
-            }
-        }
         // Frees since the last look may have moved the reserve's edge.
         set_limits(cache);
-        let bs = class_size(class) as isize;
         let r = reserve(&*cache);
-        if r < bs {
-            if !refill(heap, cache, bs) {
-                return (null_mut(), false);
-            }
-        } else if r < (reserve_batch() / 2) as isize {
+        if r < bytes as isize {
+            return refill(cache, bytes as isize, fallible);
+        }
+        if r < (reserve_batch() / 2) as isize {
             top_up(cache);
         }
+        true
+    }
+}
+
+/// Hands out a block of `class` from the cache's slabs with room (the
+/// reserve already holds its bytes), parking full ones on the way; null
+/// when none has room. Also says whether the block reads as zero past its
+/// first word (carved just now from never-touched memory).
+///
+/// # Safety
+/// Owner thread only.
+pub unsafe fn pop_block(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
+    // SAFETY: owner-only access to the cache's lists and slabs.
+    unsafe {
         let cl = class_list(cache, class);
         loop {
             let s = (*cl).head;
-            if s != empty_slab() {
-                // A block carved just now from never-touched memory reads
-                // as zero but for its link word.
-                let mut zero = false;
-                if (*s).free.is_null() && slab::collect_remote(s) == 0 {
-                    if !slab::carve(s) {
-                        // No room left: park it on the full list, try the next.
-                        unlink_partial(cl, s);
-                        push_full(cl, s);
-                        continue;
-                    }
-                    zero = (*s).fresh;
-                }
-                let b = (*s).free;
-                (*s).free = slab::next_of(s, b);
-                (*s).used_rel += 1;
-                if !(*s).tags.is_null() {
-                    slab::set_tag(s, b.cast(), (*cache).tag);
-                }
-                bump(&(*cache).taken, bs as usize);
-                return (b.cast(), zero);
-            }
-            if heap::collect_remote_frees(heap) && (*cl).head != empty_slab() {
-                continue;
-            }
-            let s = heap::new_slab(heap, cache, class);
-            if s.is_null() {
+            if s == empty_slab() {
                 return (null_mut(), false);
             }
-            if !slab::init(s, class, cache, (*cache).tagged) {
-                heap::release_span(heap, s);
-                return (null_mut(), false);
+            let mut zero = false;
+            if (*s).free.is_null() && slab::collect_remote(s) == 0 {
+                if !slab::carve(s) {
+                    // No room left: park it on the full list, try the next.
+                    unlink_partial(cl, s);
+                    push_full(cl, s);
+                    continue;
+                }
+                zero = (*s).fresh;
             }
-            (*cl).slabs += 1;
-            push_partial_front(cl, s);
+            let b = (*s).free;
+            (*s).free = slab::next_of(s, b);
+            (*s).used_rel += 1;
+            if !(*s).tags.is_null() {
+                slab::set_tag(s, b.cast(), (*cache).tag);
+            }
+            bump(&(*cache).taken, (*cl).size);
+            return (b.cast(), zero);
         }
     }
 }
 
-/// A local free whose slab is full, orphaned, or emptied (and not the
-/// allocation head); the block, whose group is `owner`, is already on the
-/// slab's free list.
+/// Puts a slab just made for `class` at the head of the cache's list.
 ///
 /// # Safety
-/// Owner thread only; `s` is a slab in one of this thread's segments.
-#[inline(never)]
-pub unsafe fn local_free_slow(heap: *mut Heap, s: *mut Slab, owner: *mut GroupNode) {
-    // SAFETY: owner-only access to the slab and its cache's lists.
+/// Owner thread only; `s` was made by `slab::init` for this cache.
+pub unsafe fn add_slab(cache: *mut Cache, class: usize, s: *mut Slab) {
+    // SAFETY: owner-only list edit.
     unsafe {
-        let bs = (*s).block_size as usize;
-        let cache = (*s).cache.load(Ordering::Relaxed);
-        if cache.is_null() {
-            GroupNode::uncharge(owner, bs, true);
-        } else if (*s).tags.is_null() {
-            credit(cache, bs);
-        } else {
-            heap::credit_group(heap, owner, bs);
-        }
-        after_free(heap, s);
+        let cl = class_list(cache, class);
+        (*cl).slabs += 1;
+        push_partial_front(cl, s);
     }
+}
+
+/// Whether the cache has a slab of `class` it can allocate from now.
+///
+/// # Safety
+/// Owner thread only.
+pub unsafe fn has_head(cache: *mut Cache, class: usize) -> bool {
+    // SAFETY: owner-only read.
+    unsafe { (*class_list(cache, class)).head != empty_slab() }
 }
 
 /// Returns freed bytes to a cache's reserve, trimming a swollen one.
@@ -517,7 +420,7 @@ pub unsafe fn credit(cache: *mut Cache, bytes: usize) {
         let f = (*cache).freed.load(Ordering::Relaxed) + bytes;
         (*cache).freed.store(f, Ordering::Relaxed);
         if f > (*cache).free_limit {
-            crate::cold_path();
+            crate::hint::cold_path();
             credit_slow(cache);
         }
     }
@@ -542,13 +445,13 @@ unsafe fn credit_slow(cache: *mut Cache) {
 ///
 /// # Safety
 /// Owner thread only.
-pub unsafe fn after_free(heap: *mut Heap, s: *mut Slab) {
+pub unsafe fn after_free(s: *mut Slab) {
     // SAFETY: owner-only access to the slab and its cache's lists.
     unsafe {
-        let cache = (*s).cache.load(Ordering::Relaxed);
+        let cache = (*s).cache.load(Ordering::Relaxed).cast::<Cache>();
         if cache.is_null() {
             if (*s).used() == 0 {
-                heap::release_slab(heap, s);
+                segment::release_slab(s);
             }
             return;
         }
@@ -561,19 +464,19 @@ pub unsafe fn after_free(heap: *mut Heap, s: *mut Slab) {
             if ((*cl).empties as usize) + 1 < empty_slabs_kept() {
                 (*cl).empties += 1;
             } else {
-                release(heap, cl, s);
+                release(cl, s);
             }
         }
     }
 }
 
 /// Unlinks an empty slab and gives its span back to the segment.
-unsafe fn release(heap: *mut Heap, cl: *mut ClassList, s: *mut Slab) {
+unsafe fn release(cl: *mut ClassList, s: *mut Slab) {
     // SAFETY: owner-only; the slab holds no live block.
     unsafe {
         unlink_partial(cl, s);
         (*cl).slabs -= 1;
-        heap::release_slab(heap, s);
+        segment::release_slab(s);
     }
 }
 
@@ -582,7 +485,7 @@ unsafe fn release(heap: *mut Heap, cl: *mut ClassList, s: *mut Slab) {
 ///
 /// # Safety
 /// Owner thread only.
-pub unsafe fn release_empty_slabs(heap: *mut Heap, cache: *mut Cache) {
+pub unsafe fn release_empty_slabs(cache: *mut Cache) {
     // SAFETY: owner-only walk of the cache's lists.
     unsafe {
         for class in 0..NUM_CLASSES {
@@ -601,7 +504,7 @@ pub unsafe fn release_empty_slabs(heap: *mut Heap, cache: *mut Cache) {
                 let next = (*s).next;
                 slab::collect_remote(s);
                 if (*s).used() == 0 {
-                    release(heap, cl, s);
+                    release(cl, s);
                 }
                 s = if next.is_null() { empty_slab() } else { next };
             }
@@ -616,11 +519,11 @@ pub unsafe fn release_empty_slabs(heap: *mut Heap, cache: *mut Cache) {
 ///
 /// # Safety
 /// Owner thread only.
-pub unsafe fn empty_out(heap: *mut Heap, cache: *mut Cache) {
+pub unsafe fn empty_out(cache: *mut Cache) {
     // SAFETY: owner-only walk of the cache's lists.
     unsafe {
         trim_reserve(cache, 0);
-        release_empty_slabs(heap, cache);
+        release_empty_slabs(cache);
         for class in 0..NUM_CLASSES {
             let cl = class_list(cache, class);
             for mut s in [(*cl).head, (*cl).full] {
@@ -649,7 +552,7 @@ pub unsafe fn adopt_slab(cache: *mut Cache, s: *mut Slab) {
     // SAFETY: owner-only.
     unsafe {
         let cl = class_list(cache, (*s).class as usize);
-        (*s).cache.store(cache, Ordering::Relaxed);
+        (*s).cache.store(cache.cast(), Ordering::Relaxed);
         (*cl).slabs += 1;
         if slab::has_room(s) {
             push_partial_second(cl, s);

@@ -13,6 +13,7 @@
 use crate::atomic_stack::{AtomicStack, Link};
 use crate::meta_pool::MetaPool;
 use crate::os;
+use crate::root_charge;
 use crate::size_class::NUM_CLASSES;
 use core::ptr::null_mut;
 use core::sync::atomic::{
@@ -108,8 +109,9 @@ pub struct GroupNode {
     pub parent: *mut GroupNode,
     /// Bytes charged here and below (small-object charges include reserves).
     current: AtomicUsize,
-    /// Small-object bytes charged here and below.
-    slab: AtomicUsize,
+    /// Large-block bytes charged here and below (the rest of `current` is
+    /// small objects and reserves).
+    large: AtomicUsize,
     /// Per-class usage of the group's dedicated slabs; null until its first.
     classes: AtomicPtr<ClassUsage>,
     /// Unique for the process's life (indexes are reused, ids never).
@@ -227,7 +229,7 @@ fn fresh_node() -> *mut GroupNode {
         }
         match slot.compare_exchange(null_mut(), mem, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
-                crate::stats::note_mapped(bytes as isize);
+                crate::counters::note_mapped(bytes as isize);
                 chunk = mem;
             }
             Err(won) => {
@@ -305,7 +307,7 @@ const fn node_init(id: u64, index: u32, parent: *mut GroupNode, info: *mut Group
         info: AtomicPtr::new(info),
         parent,
         current: AtomicUsize::new(0),
-        slab: AtomicUsize::new(0),
+        large: AtomicUsize::new(0),
         classes: AtomicPtr::new(null_mut()),
         id,
         refs: AtomicU32::new(1),
@@ -351,6 +353,36 @@ fn add_within(a: &AtomicUsize, bytes: usize, limit: usize) -> Result<usize, usiz
             _ => return Err(old),
         }
         match a.compare_exchange_weak(old, old + bytes, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return Ok(old),
+            Err(cur) => old = cur,
+        }
+    }
+}
+
+/// Adds `bytes` to a level's `current` unless that takes it over `max`,
+/// or its small-object part (`current - large`) over `slab_max`.
+fn add_within_slab(
+    lvl: &GroupNode,
+    bytes: usize,
+    max: usize,
+    slab_max: usize,
+) -> Result<usize, (LimitKind, usize, usize)> {
+    let mut old = lvl.current.load(Ordering::Relaxed);
+    loop {
+        let small = old.saturating_sub(lvl.large.load(Ordering::Relaxed));
+        match old.checked_add(bytes) {
+            Some(new) if new <= max => {}
+            _ => return Err((LimitKind::Max, old, max)),
+        }
+        if small + bytes > slab_max {
+            return Err((LimitKind::SlabMax, small, slab_max));
+        }
+        match lvl.current.compare_exchange_weak(
+            old,
+            old + bytes,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
             Ok(_) => return Ok(old),
             Err(cur) => old = cur,
         }
@@ -407,6 +439,23 @@ impl GroupNode {
 
     pub fn acquire(&self) {
         self.refs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Starts loading the group's info into the cache: a thread switching
+    /// to a group it does not keep charges it soon after, and the charge
+    /// reads the limits there.
+    #[inline]
+    pub fn prefetch_info(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let p = self.info.load(Ordering::Relaxed);
+            // SAFETY: a prefetch never faults, whatever the address.
+            unsafe {
+                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                    p.cast::<i8>(),
+                )
+            };
+        }
     }
 
     /// The group's info; null once dead.
@@ -534,29 +583,32 @@ impl GroupNode {
                     ),
                     None => (UNLIMITED, UNLIMITED, false),
                 };
-                // Limited counters are raised only within their limit (CAS),
-                // so no reader ever sees a refused charge.
-                let mut hit = None;
-                if small {
-                    if slab_max < max {
-                        if let Err(old) = add_within(&lvl.slab, bytes, slab_max) {
-                            hit = Some((LimitKind::SlabMax, old, slab_max));
-                        }
-                    } else {
-                        lvl.slab.fetch_add(bytes, Ordering::Relaxed);
+                if n == root() {
+                    // No limits, no events, no peak kept per charge: the
+                    // root's charge is a per-thread sum (see `root_charge`).
+                    root_charge::add(bytes as isize);
+                    if !small {
+                        lvl.large.fetch_add(bytes, Ordering::Relaxed);
                     }
+                    break;
                 }
+                // The counter is raised only within its limits (CAS), so no
+                // reader ever sees a refused charge.
+                let mut hit = None;
                 let mut old = 0;
-                if hit.is_none() {
+                if small && slab_max < max {
+                    match add_within_slab(lvl, bytes, max, slab_max) {
+                        Ok(o) => old = o,
+                        Err(h) => hit = Some(h),
+                    }
+                } else {
                     match add_within(&lvl.current, bytes, max) {
                         Ok(o) => old = o,
-                        Err(o) => {
-                            if small {
-                                lvl.slab.fetch_sub(bytes, Ordering::Relaxed);
-                            }
-                            hit = Some((LimitKind::Max, o, max));
-                        }
+                        Err(o) => hit = Some((LimitKind::Max, o, max)),
                     }
+                }
+                if hit.is_none() && !small {
+                    lvl.large.fetch_add(bytes, Ordering::Relaxed);
                 }
                 if let Some((kind, usage, limit)) = hit {
                     let refuse = match mode {
@@ -575,8 +627,8 @@ impl GroupNode {
                         return Err(Denied);
                     }
                     // Report: the charge stands, over the limit.
-                    if small {
-                        lvl.slab.fetch_add(bytes, Ordering::Relaxed);
+                    if !small {
+                        lvl.large.fetch_add(bytes, Ordering::Relaxed);
                     }
                     old = lvl.current.fetch_add(bytes, Ordering::Relaxed);
                     if exceeded.is_none() {
@@ -629,8 +681,8 @@ impl GroupNode {
         unsafe {
             while n != stop {
                 (*n).current.fetch_sub(bytes, Ordering::Relaxed);
-                if small {
-                    (*n).slab.fetch_sub(bytes, Ordering::Relaxed);
+                if !small {
+                    (*n).large.fetch_sub(bytes, Ordering::Relaxed);
                 }
                 n = (*n).parent;
             }
@@ -654,8 +706,12 @@ impl GroupNode {
         unsafe {
             while !n.is_null() {
                 let next = (*n).parent;
-                if small {
-                    (*n).slab.fetch_sub(bytes, Ordering::Relaxed);
+                if !small {
+                    (*n).large.fetch_sub(bytes, Ordering::Relaxed);
+                }
+                if n == root() {
+                    root_charge::add(-(bytes as isize));
+                    break;
                 }
                 let old = (*n).current.fetch_sub(bytes, Ordering::SeqCst);
                 if n == node {
@@ -720,13 +776,27 @@ impl GroupNode {
     // --- reading and setting (a dead group reads as unlimited and quiet) ---
 
     pub fn current(&self) -> usize {
+        if core::ptr::eq(self, root()) {
+            return root_charge::total().max(0) as usize;
+        }
         self.current.load(Ordering::Relaxed)
     }
+    /// Small-object bytes charged here and below (reserves included).
     pub fn slab(&self) -> usize {
-        self.slab.load(Ordering::Relaxed)
+        self.current()
+            .saturating_sub(self.large.load(Ordering::Relaxed))
+    }
+    /// Large-block bytes charged here and below.
+    pub fn large(&self) -> usize {
+        self.large.load(Ordering::Relaxed)
     }
     pub fn peak(&self) -> usize {
-        self.info().map_or(0, |i| i.peak.load(Ordering::Relaxed))
+        let Some(i) = self.info() else { return 0 };
+        if core::ptr::eq(self, root()) {
+            // The root's peak is kept by its readers: the highest sum seen.
+            i.peak.fetch_max(self.current(), Ordering::Relaxed);
+        }
+        i.peak.load(Ordering::Relaxed)
     }
     pub fn reset_peak(&self) {
         if let Some(i) = self.info() {

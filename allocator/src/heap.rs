@@ -11,13 +11,12 @@
 use crate::atomic_stack::Link;
 use crate::cache::{self, Cache};
 use crate::group::{self, GroupNode};
+use crate::layout::{ABANDONED, HEADER_SLICES, SLICES, SLICE_SIZE};
 use crate::meta_pool::MetaPool;
 use crate::os;
-use crate::segment::{
-    self, Segment, Slab, ABANDONED, ABANDONED_SEGMENTS, HEADER_SLICES, LIST_ORPHAN, SLICES,
-    SLICE_SIZE, SPAN_SLAB,
-};
-use crate::{slab, stats};
+use crate::segment::{self, Segment, ABANDONED_SEGMENTS};
+use crate::slab::{Slab, LIST_ORPHAN, SPAN_SLAB};
+use crate::{counters, slab};
 use core::cell::Cell;
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
@@ -46,12 +45,9 @@ pub struct Heap {
     /// The group cache loaded into `shared` (null: none; `shared` then
     /// charges the root and is not current).
     pub active: *mut GroupCache,
-    /// Which group caches this thread keeps: `SETS` sets of `WAYS`, by the
-    /// group's index (see [`lookup`]).
-    pub table: [*mut GroupCache; SETS * WAYS],
-    /// The records `table` points at (slot `i` holds entry `i`'s): kept in
-    /// the heap, so a switch touches no other memory of the allocator's.
-    pub slots: [GroupCache; SETS * WAYS],
+    /// The group caches this thread keeps (see [`GroupTable`]); null until
+    /// the thread first enters a group, so other threads pay nothing.
+    pub table: *mut GroupTable,
     /// Bumped on every switch to a group; a group cache's `last_used`.
     pub clock: u64,
     /// Nesting depth of `fallible` sections: over-limit charges fail.
@@ -59,7 +55,6 @@ pub struct Heap {
     /// The group death epoch this heap last swept its caches at.
     pub death_seen: u64,
     pub segments: *mut Segment,
-    pub has_dirty: bool,
     pub next_purge_ms: u64,
     pub purge_seen: u64,
     /// Slow-path collections of remote frees, counting towards the next
@@ -73,37 +68,39 @@ pub struct Heap {
 }
 
 /// Sets and ways of a heap's group-cache table: a thread keeps at most
-/// `SETS * WAYS` group caches, so at most that many reserves.
-pub const SETS: usize = 16;
+/// `SETS * WAYS` group caches.
+pub const SETS: usize = 2048;
 pub const WAYS: usize = 8;
+/// Entries of a [`GroupTable`].
+pub const ENTRIES: usize = SETS * WAYS;
 
 /// One group's front on one thread, while it is not loaded: its saved
-/// reserve, or the group's dedicated cache (isolated groups).
+/// reserve, or the group's dedicated cache (isolated and busy groups).
+/// All zero is an empty entry.
 #[repr(C)]
 pub struct GroupCache {
-    /// The group (holds a reference); null in an empty slot.
+    /// The group (holds a reference); null in an empty entry.
     pub node: *mut GroupNode,
     /// Bytes charged to `node` and not handed out, while not loaded (owner
-    /// writes with plain stores; statistics read it).
+    /// writes with plain stores; statistics read it). At most
+    /// `cache::saved_reserve_max()` once saved.
     pub reserve: AtomicIsize,
-    /// An isolated group's own cache (slabs and live reserve), or null.
+    /// A dedicated cache (slabs and live reserve of its own), or null.
     pub dedicated: *mut Cache,
     /// The heap's clock when the thread last switched to the group.
     pub last_used: u64,
-    /// Counted in statistics.
-    pub live: AtomicBool,
+    /// `node`'s index (the tag its blocks in shared slabs carry), kept here
+    /// so a switch to a kept group reads nothing of the group's.
+    pub tag: u32,
 }
 
-impl GroupCache {
-    // Only ever copied into a fresh array, never shared.
-    #[allow(clippy::declare_interior_mutable_const)]
-    const EMPTY: GroupCache = GroupCache {
-        node: null_mut(),
-        reserve: AtomicIsize::new(0),
-        dedicated: null_mut(),
-        last_used: 0,
-        live: AtomicBool::new(false),
-    };
+/// A thread's group caches: `SETS` sets of `WAYS` entries, a group's set
+/// picked by its record's address, the least recently used entry of a full
+/// set evicted. Mapped from the OS (all zero: empty) on the thread's first
+/// switch to a group.
+#[repr(C)]
+pub struct GroupTable {
+    pub entries: [GroupCache; ENTRIES],
 }
 
 // SAFETY: the only shared heap is the immutable placeholder; real heaps are
@@ -119,13 +116,11 @@ static PLACEHOLDER: Heap = Heap {
     current: &PLACEHOLDER_CACHE as *const Cache as *mut Cache,
     group: null_mut(),
     active: null_mut(),
-    table: [null_mut(); SETS * WAYS],
-    slots: [GroupCache::EMPTY; SETS * WAYS],
+    table: null_mut(),
     clock: 0,
     fallible: 0,
     death_seen: 0,
     segments: null_mut(),
-    has_dirty: false,
     next_purge_ms: 0,
     purge_seen: 0,
     remote_scans: 0,
@@ -199,11 +194,10 @@ pub fn reserves_in_live_caches() -> isize {
         let h = p.cast::<Heap>();
         // SAFETY: as above.
         unsafe {
-            if (*h).live.load(Ordering::Acquire) {
-                for g in (*h).slots.iter() {
-                    if g.live.load(Ordering::Acquire) {
-                        sum += g.reserve.load(Ordering::Relaxed);
-                    }
+            let t = (*h).table;
+            if (*h).live.load(Ordering::Acquire) && !t.is_null() {
+                for g in (*t).entries.iter() {
+                    sum += g.reserve.load(Ordering::Relaxed);
                 }
             }
         }
@@ -259,13 +253,11 @@ pub fn init_thread() -> *mut Heap {
                 current: null_mut(),
                 group: group::root(),
                 active: null_mut(),
-                table: [null_mut(); SETS * WAYS],
-                slots: [GroupCache::EMPTY; SETS * WAYS],
+                table: null_mut(),
                 clock: 0,
                 fallible: 0,
                 death_seen: group::DEATH_EPOCH.load(Ordering::Acquire),
                 segments: null_mut(),
-                has_dirty: false,
                 next_purge_ms: 0,
                 purge_seen: PURGE_REQUESTS.load(Ordering::Relaxed),
                 remote_scans: 0,
@@ -273,11 +265,12 @@ pub fn init_thread() -> *mut Heap {
                 shared: Cache::empty(),
             },
         );
-        Cache::init(&raw mut (*h).root, h, group::root());
-        Cache::init(&raw mut (*h).shared, h, group::root());
+        Cache::init(&raw mut (*h).root, group::root());
+        Cache::init(&raw mut (*h).shared, group::root());
         (*h).shared.tagged = true;
         (*h).current = &raw mut (*h).root;
         CACHE.with(|t| t.set(&raw mut (*h).root));
+        crate::root_charge::register();
         (*h).live.store(true, Ordering::Release);
         if let Some(key) = exit_key() {
             libc::pthread_setspecific(key, h.cast());
@@ -308,14 +301,19 @@ unsafe fn abandon(h: *mut Heap) {
         collect_remote_frees_all(h);
         make_current(h, &raw mut (*h).root);
         (*h).group = group::root();
-        for i in 0..SETS * WAYS {
-            let g = (*h).table[i];
-            if !g.is_null() {
-                evict(h, i);
+        let t = (*h).table;
+        if !t.is_null() {
+            for i in 0..ENTRIES {
+                if !(*t).entries[i].node.is_null() {
+                    evict(h, i);
+                }
             }
+            (*h).table = null_mut();
+            os::unmap(t.cast(), TABLE_BYTES);
+            counters::note_mapped(-(TABLE_BYTES as isize));
         }
-        cache::empty_out(h, &raw mut (*h).root);
-        cache::empty_out(h, &raw mut (*h).shared);
+        cache::empty_out(&raw mut (*h).root);
+        cache::empty_out(&raw mut (*h).shared);
         (*h).root.live.store(false, Ordering::Release);
         (*h).shared.live.store(false, Ordering::Release);
         let mut seg = (*h).segments;
@@ -325,7 +323,6 @@ unsafe fn abandon(h: *mut Heap) {
             if Segment::is_unused(seg) {
                 Segment::destroy(seg);
             } else {
-                (*seg).heap = null_mut();
                 (*seg).next = null_mut();
                 (*seg).prev = null_mut();
                 (*seg).thread_id.store(ABANDONED, Ordering::Release);
@@ -338,6 +335,7 @@ unsafe fn abandon(h: *mut Heap) {
         // heap's root cache; point it back at the placeholder.
         CACHE.with(|c| c.set(&PLACEHOLDER_CACHE as *const Cache as *mut Cache));
         (*h).live.store(false, Ordering::Release);
+        crate::root_charge::retire();
         HEAPS.free(h.cast());
     }
 }
@@ -401,7 +399,7 @@ pub unsafe fn new_slab(h: *mut Heap, c: *mut Cache, class: usize) -> *mut Slab {
                 return activated(d);
             }
         }
-        let seg = Segment::create(h);
+        let seg = Segment::create(h as usize);
         if seg.is_null() {
             return null_mut();
         }
@@ -412,38 +410,8 @@ pub unsafe fn new_slab(h: *mut Heap, c: *mut Cache, class: usize) -> *mut Slab {
 
 unsafe fn activated(d: *mut Slab) -> *mut Slab {
     // SAFETY: `d` is a span just taken.
-    unsafe { stats::note_active(((*d).slice_count as usize * SLICE_SIZE) as isize) };
+    unsafe { counters::note_active(((*d).slice_count as usize * SLICE_SIZE) as isize) };
     d
-}
-
-/// Gives an empty, unlinked slab's span back to its segment.
-///
-/// # Safety
-/// Owner thread only.
-pub unsafe fn release_slab(h: *mut Heap, s: *mut Slab) {
-    // SAFETY: the slab is in one of this heap's segments and empty.
-    unsafe {
-        let owner = slab::retire(s);
-        release_span(h, s);
-        if !owner.is_null() {
-            GroupNode::release(owner);
-        }
-    }
-}
-
-/// Gives a span taken by [`new_slab`] back to its segment.
-///
-/// # Safety
-/// Owner thread only; the span holds no live block and is on no list.
-pub unsafe fn release_span(h: *mut Heap, s: *mut Slab) {
-    // SAFETY: the span is in one of this heap's segments.
-    unsafe {
-        let seg = segment::head_of((*s).start).cast::<Segment>();
-        let bytes = (*s).slice_count as usize * SLICE_SIZE;
-        stats::note_active(-(bytes as isize));
-        Segment::free_span(seg, s, os::now_ms());
-        (*h).has_dirty = true;
-    }
 }
 
 /// Takes one abandoned segment into the heap; null when there is none.
@@ -483,7 +451,6 @@ unsafe fn adopt_segment(h: *mut Heap, seg: *mut Segment) {
     // heap owns it; Acquire on the take made the previous owner's writes
     // visible.
     unsafe {
-        (*seg).heap = h;
         (*seg).thread_id.store(h as usize, Ordering::Release);
         (*seg).has_remote.store(false, Ordering::Relaxed);
         link_segment(h, seg);
@@ -494,7 +461,7 @@ unsafe fn adopt_segment(h: *mut Heap, seg: *mut Segment) {
             if (*d).state == SPAN_SLAB {
                 slab::collect_remote(d);
                 if (*d).used() == 0 {
-                    release_slab(h, d);
+                    segment::release_slab(d);
                 } else if !(*d).tags.is_null() {
                     cache::adopt_slab(&raw mut (*h).shared, d);
                 } else if (*d).owner == group::root() {
@@ -549,7 +516,7 @@ unsafe fn collect_in_segments(h: *mut Heap, all: bool) -> bool {
                     let end = i + ((*d).slice_count as usize).max(1);
                     if (*d).state == SPAN_SLAB && slab::collect_remote(d) > 0 {
                         found = true;
-                        cache::after_free(h, d);
+                        cache::after_free(d);
                     }
                     i = end;
                 }
@@ -581,7 +548,7 @@ unsafe fn maybe_purge(h: *mut Heap) {
             purge_heap(h, u64::MAX);
             return;
         }
-        if !(*h).has_dirty {
+        if !segment::has_dirty() {
             return;
         }
         let now = os::now_ms();
@@ -615,7 +582,7 @@ unsafe fn purge_heap(h: *mut Heap, older_than: u64) {
             }
             seg = next;
         }
-        (*h).has_dirty = dirty;
+        segment::set_dirty(dirty);
     }
 }
 
@@ -638,11 +605,11 @@ pub fn purge_all() {
         while !adopt_one(h).is_null() {}
         collect_remote_frees_all(h);
         sweep_dead_caches(h);
-        cache::release_empty_slabs(h, &raw mut (*h).root);
-        cache::release_empty_slabs(h, &raw mut (*h).shared);
-        for &g in (*h).table.iter() {
-            if !g.is_null() && !(*g).dedicated.is_null() {
-                cache::release_empty_slabs(h, (*g).dedicated);
+        cache::release_empty_slabs(&raw mut (*h).root);
+        cache::release_empty_slabs(&raw mut (*h).shared);
+        for g in entries(h) {
+            if !(*g).dedicated.is_null() {
+                cache::release_empty_slabs((*g).dedicated);
             }
         }
         purge_heap(h, u64::MAX);
@@ -661,7 +628,32 @@ pub fn current_or_init() -> *mut Heap {
     }
 }
 
-/// The set of the table that `node`'s group cache goes in.
+/// Bytes of a [`GroupTable`] mapping.
+const TABLE_BYTES: usize = core::mem::size_of::<GroupTable>().next_multiple_of(os::PAGE_SIZE);
+
+/// The occupied entries of the heap's table (none before its first group).
+///
+/// # Safety
+/// Owner thread only; the table is not changed while the iterator lives.
+unsafe fn entries(h: *mut Heap) -> impl Iterator<Item = *mut GroupCache> {
+    // SAFETY: owner-only; the table, when mapped, has ENTRIES entries.
+    unsafe {
+        let t = (*h).table;
+        let n = if t.is_null() { 0 } else { ENTRIES };
+        (0..n)
+            .map(move |i| (&raw mut (*t).entries).cast::<GroupCache>().add(i))
+            .filter(|&g| !(*g).node.is_null())
+    }
+}
+
+/// The entry at `i` of the heap's (mapped) table.
+#[inline]
+unsafe fn entry(h: *mut Heap, i: usize) -> *mut GroupCache {
+    // SAFETY: the caller passes i < ENTRIES and a heap with a table.
+    unsafe { (&raw mut (*(*h).table).entries).cast::<GroupCache>().add(i) }
+}
+
+/// The first entry of the set that `node`'s group cache goes in.
 #[inline]
 fn set_of(node: *mut GroupNode) -> usize {
     // From the address (records are 64-byte aligned), not a field: a switch
@@ -670,20 +662,20 @@ fn set_of(node: *mut GroupNode) -> usize {
     (i.wrapping_mul(0x9E37_79B9) >> 7) % SETS * WAYS
 }
 
-/// The slot of the heap's group cache for `node`, if it has one: at most
+/// The entry of the heap's group cache for `node`, if it has one: at most
 /// `WAYS` compares, whatever the number of groups.
 ///
 /// # Safety
 /// Owner thread only.
 #[inline]
 pub unsafe fn lookup(h: *mut Heap, node: *mut GroupNode) -> Option<usize> {
-    let set = set_of(node);
-    // SAFETY: owner-only read of the table; entries are live records.
+    // SAFETY: owner-only read of the table.
     unsafe {
-        (set..set + WAYS).find(|&i| {
-            let g = (*h).table[i];
-            !g.is_null() && (*g).node == node
-        })
+        if (*h).table.is_null() {
+            return None;
+        }
+        let set = set_of(node);
+        (set..set + WAYS).find(|&i| (*entry(h, i)).node == node)
     }
 }
 
@@ -695,15 +687,23 @@ pub unsafe fn lookup(h: *mut Heap, node: *mut GroupNode) -> Option<usize> {
 unsafe fn group_cache_for(h: *mut Heap, node: *mut GroupNode) -> *mut GroupCache {
     // SAFETY: owner-only access to the table and its records.
     unsafe {
+        if (*h).table.is_null() {
+            let t = os::map(TABLE_BYTES).cast::<GroupTable>();
+            if t.is_null() {
+                return null_mut();
+            }
+            counters::note_mapped(TABLE_BYTES as isize);
+            (*h).table = t;
+        }
         if let Some(i) = lookup(h, node) {
-            return (*h).table[i];
+            return entry(h, i);
         }
         let set = set_of(node);
         let mut slot = set;
         let mut oldest = u64::MAX;
         for i in set..set + WAYS {
-            let g = (*h).table[i];
-            if g.is_null() {
+            let g = entry(h, i);
+            if (*g).node.is_null() {
                 slot = i;
                 break;
             }
@@ -712,30 +712,25 @@ unsafe fn group_cache_for(h: *mut Heap, node: *mut GroupNode) -> *mut GroupCache
                 slot = i;
             }
         }
-        if !(*h).table[slot].is_null() {
+        let g = entry(h, slot);
+        if !(*g).node.is_null() {
             evict(h, slot);
         }
-        let g = &raw mut (*h).slots[slot];
+        (*node).prefetch_info();
         let mut dedicated = null_mut();
         if (*node).is_isolated() {
             dedicated = cache::CACHES.alloc().cast::<Cache>();
             if dedicated.is_null() {
                 return null_mut();
             }
-            Cache::init(dedicated, h, node);
+            Cache::init(dedicated, node);
         }
         (*node).acquire();
-        core::ptr::write(
-            g,
-            GroupCache {
-                node,
-                reserve: AtomicIsize::new(0),
-                dedicated,
-                last_used: 0,
-                live: AtomicBool::new(true),
-            },
-        );
-        (*h).table[slot] = g;
+        (*g).node = node;
+        (*g).tag = (*node).index;
+        (*g).reserve.store(0, Ordering::Relaxed);
+        (*g).dedicated = dedicated;
+        (*g).last_used = 0;
         g
     }
 }
@@ -758,10 +753,10 @@ pub unsafe fn promote(h: *mut Heap) -> *mut Cache {
             return null_mut();
         }
         let node = (*g).node;
-        Cache::init(d, h, node);
+        Cache::init(d, node);
         let r = cache::unload(&raw mut (*h).shared);
         (*h).active = null_mut();
-        cache::load(d, node, r);
+        cache::load(d, node, (*g).tag, r);
         (*g).dedicated = d;
         make_current(h, d);
         d
@@ -780,7 +775,12 @@ unsafe fn unload_shared(h: *mut Heap) {
             return;
         }
         let r = cache::unload(&raw mut (*h).shared);
-        (*g).reserve.store(r, Ordering::Relaxed);
+        // A saved reserve is kept small: a thread keeps thousands of them.
+        let keep = r.min(cache::saved_reserve_max() as isize);
+        if r > keep {
+            GroupNode::uncharge((*g).node, (r - keep) as usize, true);
+        }
+        (*g).reserve.store(keep, Ordering::Relaxed);
         (*h).active = null_mut();
     }
 }
@@ -794,21 +794,20 @@ unsafe fn unload_shared(h: *mut Heap) {
 unsafe fn evict(h: *mut Heap, slot: usize) {
     // SAFETY: owner-only; the slot holds a live record.
     unsafe {
-        let g = (*h).table[slot];
+        let g = entry(h, slot);
         if (*h).active == g {
             unload_shared(h);
         }
-        (*h).table[slot] = null_mut();
         let node = (*g).node;
+        (*g).node = null_mut();
         let r = (*g).reserve.load(Ordering::Relaxed);
         (*g).reserve.store(0, Ordering::Relaxed);
-        (*g).live.store(false, Ordering::Release);
         if r > 0 {
             GroupNode::uncharge(node, r as usize, true);
         }
         let d = (*g).dedicated;
         if !d.is_null() {
-            cache::empty_out(h, d);
+            cache::empty_out(d);
             (*d).live.store(false, Ordering::Release);
             let dn = (*d).node;
             cache::CACHES.free(d.cast());
@@ -833,16 +832,16 @@ pub unsafe fn credit_group(h: *mut Heap, owner: *mut GroupNode, bytes: usize) {
         }
         if owner != group::root() {
             if let Some(i) = lookup(h, owner) {
-                let g = (*h).table[i];
+                let g = entry(h, i);
                 if !(*g).dedicated.is_null() {
                     cache::credit((*g).dedicated, bytes);
                     return;
                 }
-                let batch = cache::reserve_batch() as isize;
+                let keep = cache::saved_reserve_max() as isize;
                 let r = (*g).reserve.load(Ordering::Relaxed) + bytes as isize;
-                if r > 2 * batch {
-                    (*g).reserve.store(batch, Ordering::Relaxed);
-                    GroupNode::uncharge(owner, (r - batch) as usize, true);
+                if r > 2 * keep {
+                    (*g).reserve.store(keep, Ordering::Relaxed);
+                    GroupNode::uncharge(owner, (r - keep) as usize, true);
                 } else {
                     (*g).reserve.store(r, Ordering::Relaxed);
                 }
@@ -887,7 +886,7 @@ pub unsafe fn set_current(node: *mut GroupNode) -> bool {
                 unload_shared(h);
                 let r = (*g).reserve.load(Ordering::Relaxed);
                 (*g).reserve.store(0, Ordering::Relaxed);
-                cache::load(&raw mut (*h).shared, node, r);
+                cache::load(&raw mut (*h).shared, node, (*g).tag, r);
                 (*h).active = g;
             }
             make_current(h, &raw mut (*h).shared);
@@ -938,10 +937,7 @@ pub fn flush() {
         if !(*h).active.is_null() {
             cache::trim_reserve(&raw mut (*h).shared, 0);
         }
-        for &g in (*h).table.iter() {
-            if g.is_null() {
-                continue;
-            }
+        for g in entries(h) {
             let r = (*g).reserve.load(Ordering::Relaxed);
             (*g).reserve.store(0, Ordering::Relaxed);
             if r > 0 {
@@ -970,9 +966,12 @@ pub unsafe fn sweep_dead_caches(h: *mut Heap) {
             return;
         }
         (*h).death_seen = epoch;
-        for i in 0..SETS * WAYS {
-            let g = (*h).table[i];
-            if !g.is_null() && (*(*g).node).is_dead() && (*g).node != (*h).group {
+        if (*h).table.is_null() {
+            return;
+        }
+        for i in 0..ENTRIES {
+            let g = entry(h, i);
+            if !(*g).node.is_null() && (*(*g).node).is_dead() && (*g).node != (*h).group {
                 evict(h, i);
             }
         }

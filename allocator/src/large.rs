@@ -8,12 +8,11 @@
 //! their header a whole segment before: the pages between are mapped but
 //! never touched, as are those before any block aligned above a page.
 
+use crate::counters;
 use crate::group::{ChargeMode, GroupNode};
-use crate::heap;
 use crate::large_cache;
+use crate::layout::{SegmentHead, KIND_LARGE, SEGMENT_SIZE};
 use crate::os::{self, PAGE_SIZE};
-use crate::segment::{SegmentHead, KIND_LARGE, SEGMENT_SIZE};
-use crate::stats;
 use core::ptr::null_mut;
 
 /// The header of a large block.
@@ -37,44 +36,32 @@ fn round_page(n: usize) -> Option<usize> {
 }
 
 fn note_mapping(delta: isize) {
-    stats::note_mapped(delta);
-    stats::note_resident(delta);
-    stats::note_active(delta);
+    counters::note_mapped(delta);
+    counters::note_resident(delta);
+    counters::note_active(delta);
 }
 
-/// Charges the calling thread's group for `bytes` of large blocks; the
-/// group to hold a reference on, or null when denied.
-fn charge(bytes: usize) -> *mut GroupNode {
-    let h = heap::current_or_init();
-    if h.is_null() {
-        return null_mut();
-    }
-    // SAFETY: `h` is this thread's heap; its current node is live.
-    unsafe {
-        let node = (*(*h).current).node;
-        let mode = if (*h).fallible > 0 {
-            ChargeMode::Fallible
-        } else {
-            ChargeMode::Normal
-        };
-        if GroupNode::charge(node, bytes, false, mode).is_err() {
-            return null_mut();
-        }
-        node
-    }
-}
-
-/// Maps a large block (zeroed when `zero`); null when it cannot be had or
-/// a limit denies it.
-pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
+/// Maps a large block (zeroed when `zero`) charged to `node` (the calling
+/// thread's group) under `mode`; null when it cannot be had or a limit
+/// denies it.
+///
+/// # Safety
+/// `node` is live while the call runs.
+pub unsafe fn alloc(
+    size: usize,
+    align: usize,
+    zero: bool,
+    node: *mut GroupNode,
+    mode: ChargeMode,
+) -> *mut u8 {
     let Some(body) = round_page(size.max(1)) else {
         return null_mut();
     };
     if body > isize::MAX as usize {
         return null_mut();
     }
-    let node = charge(body);
-    if node.is_null() {
+    // SAFETY: the caller keeps `node` live.
+    if unsafe { GroupNode::charge(node, body, false, mode) }.is_err() {
         return null_mut();
     }
     let p = map_block(body, align, zero);
@@ -92,7 +79,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
 }
 
 fn head_of_block(p: *mut u8) -> *mut LargeBlock {
-    crate::segment::head_of(p).cast()
+    crate::layout::head_of(p).cast()
 }
 
 /// Maps the block and writes its header (but the node).
@@ -215,7 +202,7 @@ pub unsafe fn free(b: *mut LargeBlock) {
 ///
 /// # Safety
 /// `b` is the header of a live large block.
-pub unsafe fn realloc(b: *mut LargeBlock, new_size: usize) -> *mut u8 {
+pub unsafe fn realloc(b: *mut LargeBlock, new_size: usize, mode: ChargeMode) -> *mut u8 {
     // SAFETY: the caller guarantees a live header; remaps keep the contents.
     unsafe {
         let (old_len, offset, charged) = ((*b).map_len, (*b).offset, (*b).charged);
@@ -244,15 +231,8 @@ pub unsafe fn realloc(b: *mut LargeBlock, new_size: usize) -> *mut u8 {
         // Growth is charged to the block's group, whichever group the
         // resizing thread is in.
         let grow = body - charged;
-        if grow > 0 {
-            let mode = if (*heap::current()).fallible > 0 {
-                ChargeMode::Fallible
-            } else {
-                ChargeMode::Normal
-            };
-            if GroupNode::charge(node, grow, false, mode).is_err() {
-                return null_mut();
-            }
+        if grow > 0 && GroupNode::charge(node, grow, false, mode).is_err() {
+            return null_mut();
         }
         if new_len <= old_len {
             // Room in the mapping already.

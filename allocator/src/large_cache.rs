@@ -8,9 +8,9 @@
 //! Mappings wait at most [`HOLD_MS`] (checked as blocks come and go) and
 //! `purge` unmaps them all. Lock-free throughout.
 
+use crate::counters;
+use crate::layout::{SEGMENT_SHIFT, SEGMENT_SIZE};
 use crate::os::{self, PAGE_SIZE};
-use crate::segment::{SEGMENT_SHIFT, SEGMENT_SIZE};
-use crate::stats;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 const SLOTS: usize = 32;
@@ -58,7 +58,7 @@ pub unsafe fn put(hdr: *mut u8, len: usize) -> bool {
                 .is_ok()
         {
             KEPT_AT[i].store(now, Ordering::Relaxed);
-            stats::note_active(-(len as isize));
+            counters::note_active(-(len as isize));
             sweep(now);
             return true;
         }
@@ -98,7 +98,7 @@ pub fn take(len: usize) -> (*mut u8, usize) {
                 .is_ok()
         {
             KEPT.fetch_sub(best_len, Ordering::Relaxed);
-            stats::note_active(best_len as isize);
+            counters::note_active(best_len as isize);
             return (unpack(best).0, best_len);
         }
     }
@@ -130,8 +130,8 @@ fn release_older_than(older_than: u64) {
             crate::ownership::set(hdr as usize, false);
             // SAFETY: the slot held the only reference to this mapping.
             unsafe { os::unmap(hdr, len) };
-            stats::note_mapped(-(len as isize));
-            stats::note_resident(-(len as isize));
+            counters::note_mapped(-(len as isize));
+            counters::note_resident(-(len as isize));
         }
     }
 }

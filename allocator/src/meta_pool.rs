@@ -49,7 +49,7 @@ impl MetaPool {
         if mem.is_null() {
             return null_mut();
         }
-        crate::stats::note_mapped(chunk_size as isize);
+        crate::counters::note_mapped(chunk_size as isize);
         let chunk = mem.cast::<Chunk>();
         let first = Self::first_slot(chunk);
         let slots = (mem as usize + chunk_size - first) / self.slot_size;

@@ -4,8 +4,8 @@
 //! free of a pointer from anywhere else is caught before its supposed
 //! header is read.
 
+use crate::layout::SEGMENT_SHIFT;
 use crate::os;
-use crate::segment::SEGMENT_SHIFT;
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 

@@ -13,194 +13,13 @@
 //! of different dirtiness are not merged, so purging and resident-byte
 //! accounting stay exact per span.
 
-use crate::atomic_stack::{AtomicStack, Link};
+use crate::atomic_stack::AtomicStack;
+use crate::counters;
+use crate::layout::*;
 use crate::os;
-use crate::stats;
+use crate::slab::{Slab, SPAN_FREE, SPAN_SLAB};
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
-
-pub const SEGMENT_SHIFT: usize = 22;
-pub const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
-pub const SLICE_SHIFT: usize = 14;
-pub const SLICE_SIZE: usize = 1 << SLICE_SHIFT;
-pub const SLICES: usize = SEGMENT_SIZE / SLICE_SIZE;
-/// Bytes of one slice descriptor (a power of two, so `ptr -> slab` is
-/// shifts and masks).
-pub const DESC_SHIFT: usize = 7;
-/// Slices taken by the segment header: the descriptor array, whose first
-/// entries (describing the header's own slices, never slabs) hold the
-/// segment's fields instead.
-pub const HEADER_SLICES: usize = (SLICES << DESC_SHIFT).div_ceil(SLICE_SIZE);
-/// Slices available for slabs.
-pub const USABLE_SLICES: usize = SLICES - HEADER_SLICES;
-
-/// `thread_id` of an abandoned segment (never a heap address: heaps are
-/// 64-byte aligned).
-pub const ABANDONED: usize = 1;
-
-pub const KIND_SMALL: u8 = 1;
-pub const KIND_LARGE: u8 = 2;
-
-/// The slab the fast path allocates from (zero: the cheapest test on the
-/// free path).
-pub const LIST_HEAD: u8 = 0;
-/// A slab on its class's list of slabs with room, not at its head.
-pub const LIST_PARTIAL: u8 = 1;
-/// A slab on its class's full list.
-pub const LIST_FULL: u8 = 2;
-/// A slab whose cache was dropped (its group died, or its thread exited):
-/// it takes no new allocations and goes back when its last block does.
-pub const LIST_ORPHAN: u8 = 3;
-
-pub const SPAN_FREE: u8 = 0;
-pub const SPAN_SLAB: u8 = 1;
-
-/// A free block: its first word links to the next, stored encoded (see
-/// `slab::link` and `slab::next_of`).
-#[repr(C)]
-pub struct Block {
-    pub next: usize,
-}
-
-/// The start shared by small segments and large blocks: what a free reads
-/// first to tell them apart.
-#[repr(C)]
-pub struct SegmentHead {
-    /// Link in the abandoned-segment stack.
-    pub link: Link,
-    pub kind: u8,
-}
-
-/// The descriptor of one slice; the first slice of a span describes the span
-/// (a slab, or free space). Owner-thread fields are plain; fields other
-/// threads touch are atomic.
-#[repr(C, align(128))]
-pub struct Slab {
-    // The fields the fast paths read come first: one cache line.
-    pub free: *mut Block,
-    /// Slab: the key free-list links are stored under (see `slab::link`).
-    pub key: usize,
-    /// The cache whose lists hold this slab: a thread's root cache, its
-    /// shared cache (for slabs shared by groups), or a group's dedicated
-    /// cache; null for an orphan. Written by the owner only; any thread's
-    /// free reads it to see whether the slab is its current cache's.
-    pub cache: AtomicPtr<crate::cache::Cache>,
-    /// A shared slab's owner tags: for each block, the index of the group
-    /// charged for it (see `group::node_at`), written when the block is
-    /// handed out. Null for a slab whose blocks all charge `owner`.
-    pub tags: *mut u32,
-    pub start: *mut u8,
-    /// Blocks out of the slab and not yet back on `free` ([`Slab::used`]),
-    /// less `slow_below`: a local free that takes it below zero needs the
-    /// slow path, so the free path's test is the sign of one decrement.
-    pub used_rel: i32,
-    pub block_size: u32,
-    /// `ceil(2^32 / block_size)`: a block's index is its offset times this,
-    /// shifted down 32 (exact for every offset inside a slab).
-    pub recip: u32,
-    /// 0 on a span's first slice; on other slices the distance back to its
-    /// descriptor, in bytes (so the free path subtracts without a shift).
-    pub back_bytes: u32,
-    pub state: u8,
-    /// Slab: which list of its cache holds it ([`LIST_PARTIAL`],
-    /// [`LIST_HEAD`] or [`LIST_FULL`]), so a free can tell in one load
-    /// whether it needs the slow path.
-    pub list: u8,
-    pub class: u8,
-    /// Free span: pages may be resident.
-    pub dirty: bool,
-    /// Slab: the span was clean when the slab was made.
-    pub fresh: bool,
-
-    /// Slices in the span (first slice only).
-    pub slice_count: u32,
-    pub capacity: u32,
-    /// Blocks carved from the slab's memory so far (carving is lazy).
-    pub carved: u32,
-    /// See [`Slab::set_list`].
-    pub slow_below: i32,
-    /// Frees by other threads, collected by the owner (on its own line, away
-    /// from the owner's hot fields).
-    pub remote: AtomicPtr<Block>,
-    /// The group charged for this slab's blocks when it has no tags (a
-    /// dedicated slab holds a reference on it; the root's need none).
-    pub owner: *mut crate::group::GroupNode,
-    pub next: *mut Slab,
-    pub prev: *mut Slab,
-    /// Free span: when it became dirty (ms).
-    pub freed_at: u64,
-    /// Slab: the block carving starts at, going up and wrapping to the
-    /// first (see `slab::init`).
-    pub carve_from: u32,
-}
-
-const _: () = assert!(core::mem::offset_of!(Slab, fresh) < 64);
-const _: () = assert!(core::mem::offset_of!(Slab, remote) >= 64);
-
-impl Slab {
-    /// Marks which list of its cache holds the slab, and so when a local
-    /// free must take the slow path: never on the allocation head (kept
-    /// even when empty), when it empties on another slab with room, and
-    /// always on a full or orphaned slab.
-    #[inline]
-    pub fn set_list(&mut self, list: u8) {
-        let used = self.used() as i32;
-        self.list = list;
-        self.slow_below = match list {
-            LIST_HEAD => 0,
-            LIST_PARTIAL => 1,
-            // Above any block count.
-            _ => 1 << 30,
-        };
-        self.used_rel = used - self.slow_below;
-    }
-
-    /// Blocks out of the slab and not yet back on its free list.
-    #[inline(always)]
-    pub fn used(&self) -> u32 {
-        (self.used_rel + self.slow_below) as u32
-    }
-}
-
-// SAFETY: the only shared `Slab` is the immutable empty sentinel; other
-// descriptors live in segments and are reached through raw pointers.
-unsafe impl Sync for Slab {}
-
-/// The sentinel at the head of an empty slab list: no free blocks, so the
-/// allocation fast path falls through to the slow path without a null
-/// check. Never written.
-pub static EMPTY_SLAB: Slab = Slab {
-    back_bytes: 0,
-    slice_count: 0,
-    state: SPAN_SLAB,
-    dirty: false,
-    list: LIST_PARTIAL,
-    fresh: false,
-    class: 0,
-    block_size: 0,
-    capacity: 0,
-    carved: 0,
-    carve_from: 0,
-    used_rel: -1,
-    slow_below: 1,
-    start: null_mut(),
-    free: null_mut(),
-    remote: AtomicPtr::new(null_mut()),
-    cache: AtomicPtr::new(null_mut()),
-    owner: null_mut(),
-    next: null_mut(),
-    prev: null_mut(),
-    freed_at: 0,
-    key: 0,
-    tags: null_mut(),
-    recip: 0,
-};
-
-/// The sentinel as a list head.
-#[inline(always)]
-pub fn empty_slab() -> *mut Slab {
-    &EMPTY_SLAB as *const Slab as *mut Slab
-}
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// A small-object segment.
 #[repr(C)]
@@ -210,7 +29,6 @@ pub struct Segment {
     pub thread_id: AtomicUsize,
     /// Raised by remote frees so the owner knows to collect here.
     pub has_remote: AtomicBool,
-    pub heap: *mut crate::heap::Heap,
     pub next: *mut Segment,
     pub prev: *mut Segment,
     /// Slices in free spans.
@@ -228,17 +46,55 @@ const _: () = assert!(core::mem::size_of::<Slab>() == 1 << DESC_SHIFT);
 const _: () = assert!(core::mem::size_of::<Segment>() <= HEADER_SLICES << DESC_SHIFT);
 const _: () = assert!(HEADER_SLICES == 2);
 
+thread_local! {
+    /// Whether this thread's segments may hold dirty free spans (pages
+    /// freed but not yet given back), so purging has work to do.
+    static DIRTY: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread's segments may hold dirty free spans.
+pub fn has_dirty() -> bool {
+    DIRTY.with(|d| d.get())
+}
+
+/// Records whether the calling thread's segments hold dirty free spans.
+pub fn set_dirty(dirty: bool) {
+    DIRTY.with(|d| d.set(dirty));
+}
+
+/// Gives an empty, unlinked slab back to its segment: its tags (or its
+/// dedicated group's hold), its active bytes, its span.
+///
+/// # Safety
+/// Owner thread only; the slab holds no live block and is on no list.
+pub unsafe fn release_slab(s: *mut Slab) {
+    // SAFETY: the slab is in one of this thread's segments and empty.
+    unsafe {
+        let owner = crate::slab::retire(s);
+        release_span(s);
+        if !owner.is_null() {
+            crate::group::GroupNode::release(owner);
+        }
+    }
+}
+
+/// Gives a span taken for a slab back to its segment, as dirty free space.
+///
+/// # Safety
+/// Owner thread only; the span holds no live block and is on no list.
+pub unsafe fn release_span(s: *mut Slab) {
+    // SAFETY: the span is in one of this thread's segments.
+    unsafe {
+        let seg = head_of((*s).start).cast::<Segment>();
+        let bytes = (*s).slice_count as usize * SLICE_SIZE;
+        counters::note_active(-(bytes as isize));
+        Segment::free_span(seg, s, os::now_ms());
+        set_dirty(true);
+    }
+}
+
 /// Abandoned segments, waiting to be adopted.
 pub static ABANDONED_SEGMENTS: AtomicStack = AtomicStack::new();
-
-/// The segment (or large-block header) that `ptr` belongs to.
-#[inline(always)]
-pub fn head_of(ptr: *mut u8) -> *mut SegmentHead {
-    // From the byte before: slab memory never starts a segment (the header
-    // comes first), and a large block aligned to a segment or more keeps its
-    // header a whole segment before it, so no block needs a second case.
-    ((ptr as usize).wrapping_sub(1) & !(SEGMENT_SIZE - 1)) as *mut SegmentHead
-}
 
 /// The slab holding `ptr`, a block of a class of at most
 /// [`crate::slab::ALIGNED_MAX_BLOCK`] bytes, in segment `seg`: such slabs
@@ -273,7 +129,7 @@ pub unsafe fn slab_of(seg: *mut Segment, ptr: *mut u8) -> *mut Slab {
 
 impl Segment {
     /// Maps and initialises a segment owned by `heap`; null when out of memory.
-    pub fn create(heap: *mut crate::heap::Heap) -> *mut Segment {
+    pub fn create(owner_id: usize) -> *mut Segment {
         let mem = os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE);
         if mem.is_null() {
             return null_mut();
@@ -282,15 +138,14 @@ impl Segment {
         #[cfg(feature = "checks")]
         crate::ownership::set(seg as usize, true);
         let header_bytes = HEADER_SLICES * SLICE_SIZE;
-        stats::note_mapped(SEGMENT_SIZE as isize);
-        stats::note_resident(header_bytes as isize);
+        counters::note_mapped(SEGMENT_SIZE as isize);
+        counters::note_resident(header_bytes as isize);
         // SAFETY: fresh zeroed mapping of SEGMENT_SIZE bytes, owned here;
         // all-zero is a valid bit pattern for every field but `kind`,
         // `thread_id` and the spans set below.
         unsafe {
             (*seg).head.kind = KIND_SMALL;
-            (*seg).thread_id.store(heap as usize, Ordering::Relaxed);
-            (*seg).heap = heap;
+            (*seg).thread_id.store(owner_id, Ordering::Relaxed);
             (*seg).resident = header_bytes;
             (*seg).free_slices = 0;
             (*seg).free_hint = HEADER_SLICES;
@@ -308,8 +163,8 @@ impl Segment {
         unsafe {
             #[cfg(feature = "checks")]
             crate::ownership::set(seg as usize, false);
-            stats::note_resident(-((*seg).resident as isize));
-            stats::note_mapped(-(SEGMENT_SIZE as isize));
+            counters::note_resident(-((*seg).resident as isize));
+            counters::note_mapped(-(SEGMENT_SIZE as isize));
             os::unmap(seg.cast(), SEGMENT_SIZE);
         }
     }
@@ -391,7 +246,7 @@ impl Segment {
                     if !dirty {
                         let bytes = count * SLICE_SIZE;
                         (*seg).resident += bytes;
-                        stats::note_resident(bytes as isize);
+                        counters::note_resident(bytes as isize);
                     }
                     return d;
                 }
@@ -479,7 +334,7 @@ impl Segment {
                         let bytes = n * SLICE_SIZE;
                         os::decommit((seg as *mut u8).add(i * SLICE_SIZE), bytes);
                         (*seg).resident -= bytes;
-                        stats::note_resident(-(bytes as isize));
+                        counters::note_resident(-(bytes as isize));
                         (*seg).free_slices -= n;
                         // Continue after the merged (clean) span.
                         i = Self::insert_free(seg, i, n, false, 0);
@@ -509,7 +364,7 @@ mod tests {
 
     #[test]
     fn aligned_spans_start_at_multiples_and_leave_gaps_usable() {
-        let seg = Segment::create(null_mut());
+        let seg = Segment::create(0);
         assert!(!seg.is_null());
         // SAFETY: this test owns the segment; spans stay in range.
         unsafe {

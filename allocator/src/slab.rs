@@ -2,12 +2,161 @@
 //! free list (owner thread only) and an atomic list of remote frees.
 
 use crate::group::GroupNode;
+use crate::layout::{Block, DESC_SHIFT, SEGMENT_SIZE, SLICE_SIZE};
 use crate::meta_pool::MetaPool;
 use crate::os::PAGE_SIZE;
-use crate::segment::{Block, Slab, DESC_SHIFT, LIST_PARTIAL, SEGMENT_SIZE, SLICE_SIZE};
 use crate::size_class::class_size;
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+/// The slab the fast path allocates from (zero: the cheapest test on the
+/// free path).
+pub const LIST_HEAD: u8 = 0;
+/// A slab on its class's list of slabs with room, not at its head.
+pub const LIST_PARTIAL: u8 = 1;
+/// A slab on its class's full list.
+pub const LIST_FULL: u8 = 2;
+/// A slab whose cache was dropped (its group died, or its thread exited):
+/// it takes no new allocations and goes back when its last block does.
+pub const LIST_ORPHAN: u8 = 3;
+
+pub const SPAN_FREE: u8 = 0;
+pub const SPAN_SLAB: u8 = 1;
+
+/// What a slab's `cache` points at: the cache whose lists hold it (a type
+/// of a layer above; only its address is compared here).
+pub enum ListOwner {}
+
+/// The descriptor of one slice; the first slice of a span describes the span
+/// (a slab, or free space). Owner-thread fields are plain; fields other
+/// threads touch are atomic.
+#[repr(C, align(128))]
+pub struct Slab {
+    // The fields the fast paths read come first: one cache line.
+    pub free: *mut Block,
+    /// Slab: the key free-list links are stored under (see `slab::link`).
+    pub key: usize,
+    /// The cache whose lists hold this slab: a thread's root cache, its
+    /// shared cache (for slabs shared by groups), or a group's dedicated
+    /// cache; null for an orphan. Written by the owner only; any thread's
+    /// free reads it to see whether the slab is its current cache's.
+    pub cache: AtomicPtr<ListOwner>,
+    /// A shared slab's owner tags: for each block, the index of the group
+    /// charged for it (see `group::node_at`), written when the block is
+    /// handed out. Null for a slab whose blocks all charge `owner`.
+    pub tags: *mut u32,
+    pub start: *mut u8,
+    /// Blocks out of the slab and not yet back on `free` ([`Slab::used`]),
+    /// less `slow_below`: a local free that takes it below zero needs the
+    /// slow path, so the free path's test is the sign of one decrement.
+    pub used_rel: i32,
+    pub block_size: u32,
+    /// `ceil(2^32 / block_size)`: a block's index is its offset times this,
+    /// shifted down 32 (exact for every offset inside a slab).
+    pub recip: u32,
+    /// 0 on a span's first slice; on other slices the distance back to its
+    /// descriptor, in bytes (so the free path subtracts without a shift).
+    pub back_bytes: u32,
+    pub state: u8,
+    /// Slab: which list of its cache holds it ([`LIST_PARTIAL`],
+    /// [`LIST_HEAD`] or [`LIST_FULL`]), so a free can tell in one load
+    /// whether it needs the slow path.
+    pub list: u8,
+    pub class: u8,
+    /// Free span: pages may be resident.
+    pub dirty: bool,
+    /// Slab: the span was clean when the slab was made.
+    pub fresh: bool,
+
+    /// Slices in the span (first slice only).
+    pub slice_count: u32,
+    pub capacity: u32,
+    /// Blocks carved from the slab's memory so far (carving is lazy).
+    pub carved: u32,
+    /// See [`Slab::set_list`].
+    pub slow_below: i32,
+    /// Frees by other threads, collected by the owner (on its own line, away
+    /// from the owner's hot fields).
+    pub remote: AtomicPtr<Block>,
+    /// The group charged for this slab's blocks when it has no tags (a
+    /// dedicated slab holds a reference on it; the root's need none).
+    pub owner: *mut crate::group::GroupNode,
+    pub next: *mut Slab,
+    pub prev: *mut Slab,
+    /// Free span: when it became dirty (ms).
+    pub freed_at: u64,
+    /// Slab: the block carving starts at, going up and wrapping to the
+    /// first (see `slab::init`).
+    pub carve_from: u32,
+}
+
+const _: () = assert!(core::mem::offset_of!(Slab, fresh) < 64);
+const _: () = assert!(core::mem::offset_of!(Slab, remote) >= 64);
+
+impl Slab {
+    /// Marks which list of its cache holds the slab, and so when a local
+    /// free must take the slow path: never on the allocation head (kept
+    /// even when empty), when it empties on another slab with room, and
+    /// always on a full or orphaned slab.
+    #[inline]
+    pub fn set_list(&mut self, list: u8) {
+        let used = self.used() as i32;
+        self.list = list;
+        self.slow_below = match list {
+            LIST_HEAD => 0,
+            LIST_PARTIAL => 1,
+            // Above any block count.
+            _ => 1 << 30,
+        };
+        self.used_rel = used - self.slow_below;
+    }
+
+    /// Blocks out of the slab and not yet back on its free list.
+    #[inline(always)]
+    pub fn used(&self) -> u32 {
+        (self.used_rel + self.slow_below) as u32
+    }
+}
+
+// SAFETY: the only shared `Slab` is the immutable empty sentinel; other
+// descriptors live in segments and are reached through raw pointers.
+unsafe impl Sync for Slab {}
+
+/// The sentinel at the head of an empty slab list: no free blocks, so the
+/// allocation fast path falls through to the slow path without a null
+/// check. Never written.
+pub static EMPTY_SLAB: Slab = Slab {
+    back_bytes: 0,
+    slice_count: 0,
+    state: SPAN_SLAB,
+    dirty: false,
+    list: LIST_PARTIAL,
+    fresh: false,
+    class: 0,
+    block_size: 0,
+    capacity: 0,
+    carved: 0,
+    carve_from: 0,
+    used_rel: -1,
+    slow_below: 1,
+    start: null_mut(),
+    free: null_mut(),
+    remote: AtomicPtr::new(null_mut()),
+    cache: AtomicPtr::new(null_mut()),
+    owner: null_mut(),
+    next: null_mut(),
+    prev: null_mut(),
+    freed_at: 0,
+    key: 0,
+    tags: null_mut(),
+    recip: 0,
+};
+
+/// The sentinel as a list head.
+#[inline(always)]
+pub fn empty_slab() -> *mut Slab {
+    &EMPTY_SLAB as *const Slab as *mut Slab
+}
 
 /// Process-wide secret mixed into every slab's free-list key.
 static SECRET: AtomicUsize = AtomicUsize::new(0);
@@ -142,16 +291,17 @@ pub unsafe fn owner_of(s: *mut Slab, b: *mut u8) -> *mut GroupNode {
     }
 }
 
-/// Makes the span `d` a slab of `class` for `cache`: a shared slab with
-/// owner tags when `tagged`, else one whose blocks all charge the cache's
-/// group. False (the span untouched) when the tags cannot be had.
+/// Makes the span `d` a slab of `class` on the lists of `lists`: a shared
+/// slab with owner tags when `tagged`, else one whose blocks all charge
+/// `owner`. False (the span untouched) when the tags cannot be had.
 ///
 /// # Safety
 /// `d` is a span descriptor just taken by the calling (owner) thread.
 pub unsafe fn init(
     d: *mut Slab,
     class: usize,
-    cache: *mut crate::cache::Cache,
+    lists: *mut ListOwner,
+    owner: *mut GroupNode,
     tagged: bool,
 ) -> bool {
     let bs = class_size(class);
@@ -190,12 +340,12 @@ pub unsafe fn init(
         (*d).free = null_mut();
         (*d).set_list(LIST_PARTIAL);
         (*d).remote.store(null_mut(), Ordering::Relaxed);
-        (*d).cache.store(cache, Ordering::Relaxed);
+        (*d).cache.store(lists, Ordering::Relaxed);
         (*d).key = SECRET.load(Ordering::Relaxed) ^ (d as usize).rotate_left(29);
         if tagged {
             (*d).owner = crate::group::root();
         } else {
-            (*d).owner = (*cache).node;
+            (*d).owner = owner;
             if (*d).owner != crate::group::root() {
                 (*(*d).owner).note_slab(class, bytes, true);
             }

@@ -5,21 +5,6 @@
 //! the root group is charged, less the reserves threads hold.
 
 use core::fmt;
-use core::sync::atomic::{AtomicIsize, Ordering};
-
-static MAPPED: AtomicIsize = AtomicIsize::new(0);
-static RESIDENT: AtomicIsize = AtomicIsize::new(0);
-static ACTIVE: AtomicIsize = AtomicIsize::new(0);
-
-pub fn note_mapped(delta: isize) {
-    MAPPED.fetch_add(delta, Ordering::Relaxed);
-}
-pub fn note_resident(delta: isize) {
-    RESIDENT.fetch_add(delta, Ordering::Relaxed);
-}
-pub fn note_active(delta: isize) {
-    ACTIVE.fetch_add(delta, Ordering::Relaxed);
-}
 
 /// Allocator-wide statistics, in bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,11 +35,12 @@ pub fn alloc_stats() -> AllocStats {
     // SAFETY: the root node is a static.
     let charged = unsafe { (*crate::group::root()).current() } as isize;
     let allocated = charged - crate::heap::reserves_in_live_caches();
+    let (mapped, resident, active) = crate::counters::read();
     AllocStats {
         allocated: clamp(allocated),
-        active: clamp(ACTIVE.load(Ordering::Relaxed)),
-        resident: clamp(RESIDENT.load(Ordering::Relaxed)),
-        mapped: clamp(MAPPED.load(Ordering::Relaxed)),
+        active: clamp(active),
+        resident: clamp(resident),
+        mapped: clamp(mapped),
     }
 }
 

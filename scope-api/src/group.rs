@@ -26,12 +26,15 @@ pub enum OnExceed {
 
 pub(crate) type Hook = Arc<dyn Fn(&Event) + Send + Sync>;
 
+/// `repr(C)`, `node` and `parent` first: entering reads both and bumps
+/// the reference count beside them, so one cache line serves the switch.
+#[repr(C)]
 pub(crate) struct Inner {
     pub(crate) node: *mut GroupNode,
-    pub(crate) name: String,
-    pub(crate) path: String,
     /// Keeps the parent alive while this group lives.
     pub(crate) parent: Option<Group>,
+    pub(crate) name: String,
+    pub(crate) path: String,
     pub(crate) hooks: Mutex<Vec<Hook>>,
 }
 
