@@ -202,9 +202,13 @@ unsafe fn set_limits(cache: *mut Cache) {
         let freed = (*cache).freed.load(Ordering::Relaxed);
         let taken = (*cache).taken.load(Ordering::Relaxed);
         (*cache).take_limit = charged.wrapping_add(freed);
-        (*cache).free_limit = taken
-            .wrapping_sub(charged)
-            .wrapping_add((*cache).reserve_high as usize);
+        // Frees may add `reserve_high - reserve` before the next look; none
+        // when the reserve is above it already (a refill for a class larger
+        // than a batch), so the next free trims it. (Computed from `taken`
+        // alone, that room went negative and wrapped to "never trim".)
+        let r = charged.wrapping_add(freed).wrapping_sub(taken) as isize;
+        let room = ((*cache).reserve_high - r).max(0) as usize;
+        (*cache).free_limit = freed.wrapping_add(room);
     }
 }
 

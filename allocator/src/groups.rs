@@ -55,13 +55,18 @@ pub fn flush() {
     heap::flush();
 }
 
-/// Drops the calling thread's caches of dead groups now (other threads do
-/// it at their next slow path, `flush`, group switch or exit).
-pub fn sweep_dead() {
+/// Drops the calling thread's cache of `node` now, handing its reserve
+/// back: the group's last handle is going on this thread. Other threads drop
+/// theirs over their next slow paths and switches, at `flush`, or at exit.
+///
+/// # Safety
+/// `node` is a live record (the caller still holds its reference) and not
+/// the calling thread's group.
+pub unsafe fn forget_group(node: *mut GroupNode) {
     let h = heap::current();
     if !heap::is_placeholder(h) {
-        // SAFETY: `h` is this thread's heap.
-        unsafe { heap::sweep_dead_caches(h) };
+        // SAFETY: `h` is this thread's heap; the caller's contract.
+        unsafe { heap::forget(h, node) };
     }
 }
 

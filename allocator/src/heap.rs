@@ -52,8 +52,11 @@ pub struct Heap {
     pub clock: u64,
     /// Nesting depth of `fallible` sections: over-limit charges fail.
     pub fallible: u32,
-    /// The group death epoch this heap last swept its caches at.
+    /// The group death epoch this heap last looked at.
     pub death_seen: u64,
+    /// Entries left in the current sweep for dead groups, and where it is.
+    pub sweep_left: usize,
+    pub sweep_at: usize,
     pub segments: *mut Segment,
     pub next_purge_ms: u64,
     pub purge_seen: u64,
@@ -120,6 +123,8 @@ static PLACEHOLDER: Heap = Heap {
     clock: 0,
     fallible: 0,
     death_seen: 0,
+    sweep_left: 0,
+    sweep_at: 0,
     segments: null_mut(),
     next_purge_ms: 0,
     purge_seen: 0,
@@ -257,6 +262,8 @@ pub fn init_thread() -> *mut Heap {
                 clock: 0,
                 fallible: 0,
                 death_seen: group::DEATH_EPOCH.load(Ordering::Acquire),
+                sweep_left: 0,
+                sweep_at: 0,
                 segments: null_mut(),
                 next_purge_ms: 0,
                 purge_seen: PURGE_REQUESTS.load(Ordering::Relaxed),
@@ -604,7 +611,7 @@ pub fn purge_all() {
         (*h).purge_seen = PURGE_REQUESTS.load(Ordering::Relaxed);
         while !adopt_one(h).is_null() {}
         collect_remote_frees_all(h);
-        sweep_dead_caches(h);
+        sweep_all_dead(h);
         cache::release_empty_slabs(&raw mut (*h).root);
         cache::release_empty_slabs(&raw mut (*h).shared);
         for g in entries(h) {
@@ -947,14 +954,20 @@ pub fn flush() {
                 cache::trim_reserve((*g).dedicated, 0);
             }
         }
-        sweep_dead_caches(h);
+        sweep_all_dead(h);
         while !adopt_one(h).is_null() {}
         collect_remote_frees_all(h);
     }
 }
 
-/// Drops the group caches of groups that died since the last sweep: a
-/// walk of the bounded table, so O(1) in the number of groups.
+/// Entries a sweep for dead groups looks at per call: after a death the
+/// thread's table is covered over its next `ENTRIES / SWEEP_STEP` slow
+/// paths and switches, so a burst of deaths costs each call O(1).
+const SWEEP_STEP: usize = 2 * WAYS;
+
+/// Drops group caches of dead groups: when a group died since the last
+/// look, starts a pass over the table, and goes on with the next
+/// `SWEEP_STEP` entries of the pass in progress.
 ///
 /// # Safety
 /// Owner thread only.
@@ -962,18 +975,60 @@ pub unsafe fn sweep_dead_caches(h: *mut Heap) {
     let epoch = group::DEATH_EPOCH.load(Ordering::Acquire);
     // SAFETY: owner-only walk of the heap's table.
     unsafe {
-        if epoch == (*h).death_seen {
+        if epoch != (*h).death_seen {
+            (*h).death_seen = epoch;
+            (*h).sweep_left = ENTRIES;
+        }
+        if (*h).sweep_left == 0 || (*h).table.is_null() {
+            (*h).sweep_left = 0;
             return;
         }
-        (*h).death_seen = epoch;
-        if (*h).table.is_null() {
-            return;
+        for _ in 0..SWEEP_STEP.min((*h).sweep_left) {
+            let i = (*h).sweep_at;
+            (*h).sweep_at = (i + 1) % ENTRIES;
+            (*h).sweep_left -= 1;
+            evict_if_dead(h, i);
         }
-        for i in 0..ENTRIES {
-            let g = entry(h, i);
-            if !(*g).node.is_null() && (*(*g).node).is_dead() && (*g).node != (*h).group {
-                evict(h, i);
+    }
+}
+
+/// Drops every group cache of a dead group now (`flush`).
+///
+/// # Safety
+/// Owner thread only.
+unsafe fn sweep_all_dead(h: *mut Heap) {
+    // SAFETY: owner-only walk of the heap's table.
+    unsafe {
+        (*h).death_seen = group::DEATH_EPOCH.load(Ordering::Acquire);
+        (*h).sweep_left = 0;
+        if !(*h).table.is_null() {
+            for i in 0..ENTRIES {
+                evict_if_dead(h, i);
             }
+        }
+    }
+}
+
+unsafe fn evict_if_dead(h: *mut Heap, i: usize) {
+    // SAFETY: owner-only; an entry's node is held by it.
+    unsafe {
+        let g = entry(h, i);
+        if !(*g).node.is_null() && (*(*g).node).is_dead() && (*g).node != (*h).group {
+            evict(h, i);
+        }
+    }
+}
+
+/// Drops this thread's group cache for `node`, if it keeps one (its group
+/// is dying: its last handle is going, on this thread).
+///
+/// # Safety
+/// Owner thread only; `node` is not the thread's group.
+pub unsafe fn forget(h: *mut Heap, node: *mut GroupNode) {
+    // SAFETY: owner-only.
+    unsafe {
+        if let Some(i) = lookup(h, node) {
+            evict(h, i);
         }
     }
 }

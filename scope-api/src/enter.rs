@@ -91,13 +91,21 @@ impl Group {
         let mut g = Some(self.clone());
         while let Some(level) = g {
             let n = level.node();
-            let (cur, max) = (n.current(), n.max());
-            if max != UNLIMITED && cur > max {
-                return Err(over(&level, Limit::Max, max, cur));
+            // Usage is read only where a limit is set: the root has none,
+            // and its usage is a sum over threads.
+            let max = n.max();
+            if max != UNLIMITED {
+                let cur = n.current();
+                if cur > max {
+                    return Err(over(&level, Limit::Max, max, cur));
+                }
             }
-            let (slab, slab_max) = (n.slab(), n.slab_max());
-            if slab_max < max && slab > slab_max {
-                return Err(over(&level, Limit::SlabMax, slab_max, slab));
+            let slab_max = n.slab_max();
+            if slab_max < max {
+                let slab = n.slab();
+                if slab > slab_max {
+                    return Err(over(&level, Limit::SlabMax, slab_max, slab));
+                }
             }
             g = level.parent();
         }

@@ -56,11 +56,13 @@ impl Drop for Inner {
             let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
             reg.remove(id, &self.path);
         });
+        // This thread's cache of the group goes at once (its reserve back
+        // to the group, its empty slabs to the segments); no thread is in
+        // the group, since entering holds a handle.
+        // SAFETY: our handle reference keeps the node alive here.
+        unsafe { groups::forget_group(self.node) };
         // SAFETY: we own the handle reference, given up here.
         unsafe { GroupNode::kill(self.node) };
-        // This thread's cache of the group goes at once (its reserve back
-        // to the parent, its empty slabs to the segments).
-        groups::sweep_dead();
     }
 }
 
