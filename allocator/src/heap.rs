@@ -99,7 +99,7 @@ pub struct GroupCache {
 
 /// A thread's group caches: `SETS` sets of `WAYS` entries, a group's set
 /// picked by its record's address, the least recently used entry of a full
-/// set evicted. Mapped from the OS (all zero: empty) on the thread's first
+/// set evicted (see [`ways_of`] for the order in memory). Mapped from the OS (all zero: empty) on the thread's first
 /// switch to a group.
 #[repr(C)]
 pub struct GroupTable {
@@ -660,13 +660,21 @@ unsafe fn entry(h: *mut Heap, i: usize) -> *mut GroupCache {
     unsafe { (&raw mut (*(*h).table).entries).cast::<GroupCache>().add(i) }
 }
 
-/// The first entry of the set that `node`'s group cache goes in.
+/// The set that `node`'s group cache goes in.
 #[inline]
 fn set_of(node: *mut GroupNode) -> usize {
-    // From the address (records are 64-byte aligned), not a field: a switch
-    // to a group this thread does not keep touches its record only later.
-    let i = node as usize >> 6;
-    (i.wrapping_mul(0x9E37_79B9) >> 7) % SETS * WAYS
+    // From the address, not a field: a switch to a group this thread does
+    // not keep touches its record only later. Records are 64 bytes in a
+    // table, so groups made one after another take sets one after another.
+    (node as usize >> 6) % SETS
+}
+
+/// The entries of a set: way-major (way `w` of set `s` is entry
+/// `w * SETS + s`), so a thread that serves a few hundred groups touches
+/// the few pages of the first way, not every page of the table.
+#[inline]
+fn ways_of(set: usize) -> impl Iterator<Item = usize> {
+    (0..WAYS).map(move |w| w * SETS + set)
 }
 
 /// The entry of the heap's group cache for `node`, if it has one: at most
@@ -682,7 +690,7 @@ pub unsafe fn lookup(h: *mut Heap, node: *mut GroupNode) -> Option<usize> {
             return None;
         }
         let set = set_of(node);
-        (set..set + WAYS).find(|&i| (*entry(h, i)).node == node)
+        ways_of(set).find(|&i| (*entry(h, i)).node == node)
     }
 }
 
@@ -708,7 +716,7 @@ unsafe fn group_cache_for(h: *mut Heap, node: *mut GroupNode) -> *mut GroupCache
         let set = set_of(node);
         let mut slot = set;
         let mut oldest = u64::MAX;
-        for i in set..set + WAYS {
+        for i in ways_of(set) {
             let g = entry(h, i);
             if (*g).node.is_null() {
                 slot = i;
