@@ -99,7 +99,8 @@ pub struct GroupCache {
 
 /// A thread's group caches: `SETS` sets of `WAYS` entries, a group's set
 /// picked by its record's address, the least recently used entry of a full
-/// set evicted (see [`ways_of`] for the order in memory). Mapped from the OS (all zero: empty) on the thread's first
+/// set evicted (see [`ways_of`] for the order in memory). Mapped from the
+/// OS (all zero: empty) on the thread's first
 /// switch to a group.
 #[repr(C)]
 pub struct GroupTable {
