@@ -99,7 +99,7 @@ pub struct ExceedInfo {
 /// Lifetime: the record lives while it is referenced (`refs`: the handle,
 /// per-thread caches, children, large blocks, dedicated slabs) or charged
 /// (`current > 0`: live small objects and reserves pin it by their bytes,
-/// with no per-object count). The group's other state ([`GroupInfo`]) goes
+/// with no per-object count). The group's other state (`GroupInfo`) goes
 /// at death.
 #[repr(C, align(64))]
 pub struct GroupNode {
@@ -406,7 +406,7 @@ pub enum ChargeMode {
 
 impl GroupNode {
     /// Creates a child of `parent` (which must be live); null when out of
-    /// memory or when [`MAX_NODES`] records exist.
+    /// memory or when `MAX_NODES` records exist.
     ///
     /// # Safety
     /// `parent` is a live node.
@@ -549,7 +549,7 @@ impl GroupNode {
 
     /// Charges `bytes` here and on every ancestor; small-object charges
     /// also count against `slab_max`. Rolls back and returns `Err` when a
-    /// limit refuses it (see [`ChargeMode`]).
+    /// limit refuses it (see `ChargeMode`).
     ///
     /// # Safety
     /// `node` is live (the caller holds a reference) and not dead.
