@@ -1,8 +1,8 @@
 //! Reserves that `tests/rel_model_scale.rs` met beyond what README's "How
-//! charging works" states, each reduced to a few lines. They fail on the
-//! engine as of b9794dd and are ignored until the engine or the README
-//! changes; run them with `cargo test --release --test rel_scale_slack --
-//! --ignored`.
+//! charging works" states, each reduced to a few lines: a parent's charge
+//! carrying saved reserves of many children, a saved reserve growing by
+//! frees, a dedicated cache keeping its reserve after the thread moved on,
+//! and `fallible` served from a reserve while the group is over its limit.
 //!
 //! The README says: "the reserve of the group a thread is in holds at most
 //! two batches, so `current` may read up to `threads x 2 x reserve_batch`
@@ -30,7 +30,6 @@ fn batch() -> usize {
 /// that fits with that slack counted (one thread, 100 children, one
 /// 8-byte object each: the parent reads 438 KiB above 800 live bytes).
 #[test]
-#[ignore = "engine b9794dd: a parent's current carries batch/8 per child each thread served"]
 fn a_parent_reads_at_most_two_batches_per_thread_above_its_live_bytes() {
     let max = 1024 * KIB;
     let parent = Group::builder("rel-scale-slack-parent")
@@ -70,7 +69,6 @@ fn a_parent_reads_at_most_two_batches_per_thread_above_its_live_bytes() {
 /// there credit the group's saved reserve up to `reserve_batch / 4` before
 /// it is trimmed (`heap::credit_group` trims at twice the saved maximum).
 #[test]
-#[ignore = "engine b9794dd: a saved reserve grows to batch/4 by frees"]
 fn an_unused_group_s_saved_reserve_stays_within_an_eighth_batch() {
     let g = Group::new("rel-scale-slack-saved");
     let h = Group::new("rel-scale-slack-saved-other");
@@ -100,7 +98,6 @@ fn an_unused_group_s_saved_reserve_stays_within_an_eighth_batch() {
 /// A group with a dedicated cache on a thread (4 MiB in one stretch) keeps
 /// that cache's reserve, up to two batches, after the thread moves on.
 #[test]
-#[ignore = "engine b9794dd: a dedicated cache keeps its reserve while unused"]
 fn an_unused_dedicated_cache_s_reserve_stays_within_an_eighth_batch() {
     let g = Group::new("rel-scale-slack-dedicated");
     let mut kept: Vec<Box<[u8; 4096]>> = Vec::with_capacity(12);
@@ -130,7 +127,6 @@ fn an_unused_dedicated_cache_s_reserve_stays_within_an_eighth_batch() {
 /// bytes: no charge, so no exceed. (DESIGN: "inside `memcg::fallible(..)`
 /// an exceed always fails, whatever the policy".)
 #[test]
-#[ignore = "engine b9794dd: fallible is served from a reserve while the group is over max"]
 fn fallible_fails_in_a_report_group_over_its_max() {
     let g = Group::builder("rel-scale-slack-fallible")
         .max(16 * KIB)

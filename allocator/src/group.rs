@@ -541,6 +541,29 @@ impl GroupNode {
         }
     }
 
+    /// Whether the group or an ancestor below the root has `max` or
+    /// `slab_max` set.
+    ///
+    /// # Safety
+    /// `node` is live.
+    pub unsafe fn chain_limited(node: *mut GroupNode) -> bool {
+        let mut n = node;
+        // SAFETY: ancestors of a live node are live.
+        unsafe {
+            while !n.is_null() && n != root() {
+                if let Some(i) = (*n).info() {
+                    if i.max.load(Ordering::Relaxed) != UNLIMITED
+                        || i.slab_max.load(Ordering::Relaxed) != UNLIMITED
+                    {
+                        return true;
+                    }
+                }
+                n = (*n).parent;
+            }
+        }
+        false
+    }
+
     pub fn is_dead(&self) -> bool {
         self.dead.load(Ordering::Acquire)
     }

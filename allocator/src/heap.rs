@@ -779,6 +779,37 @@ pub unsafe fn promote(h: *mut Heap) -> *mut Cache {
     }
 }
 
+/// The most of `node`'s reserve a thread keeps while it is not allocating
+/// in it: a thread keeps thousands of saved reserves, so at most
+/// `cache::saved_reserve_max()`, and none when a level of the group's
+/// chain has a limit (so a limit's slack stays one live reserve per
+/// thread, whatever the number of groups below it).
+///
+/// # Safety
+/// `node` is live.
+unsafe fn saved_keep(node: *mut GroupNode) -> isize {
+    // SAFETY: a live node's ancestors are live.
+    if unsafe { GroupNode::chain_limited(node) } {
+        0
+    } else {
+        cache::saved_reserve_max() as isize
+    }
+}
+
+/// Cuts a dedicated cache the thread is leaving down to what a thread keeps
+/// for a group it is not allocating in.
+///
+/// # Safety
+/// Owner thread only; `c` is one of the thread's caches.
+unsafe fn leave_cache(h: *mut Heap, c: *mut Cache) {
+    // SAFETY: owner-only; the cache holds its node.
+    unsafe {
+        if c != &raw mut (*h).root && c != &raw mut (*h).shared {
+            cache::trim_reserve(c, saved_keep((*c).node));
+        }
+    }
+}
+
 /// Saves the loaded group cache's reserve out of the shared cache.
 ///
 /// # Safety
@@ -791,8 +822,7 @@ unsafe fn unload_shared(h: *mut Heap) {
             return;
         }
         let r = cache::unload(&raw mut (*h).shared);
-        // A saved reserve is kept small: a thread keeps thousands of them.
-        let keep = r.min(cache::saved_reserve_max() as isize);
+        let keep = r.min(saved_keep((*g).node));
         if r > keep {
             GroupNode::uncharge((*g).node, (r - keep) as usize, true);
         }
@@ -849,15 +879,21 @@ pub unsafe fn credit_group(h: *mut Heap, owner: *mut GroupNode, bytes: usize) {
         if owner != group::root() {
             if let Some(i) = lookup(h, owner) {
                 let g = entry(h, i);
-                if !(*g).dedicated.is_null() {
-                    cache::credit((*g).dedicated, bytes);
+                let d = (*g).dedicated;
+                if !d.is_null() {
+                    cache::credit(d, bytes);
+                    if d != (*h).current {
+                        leave_cache(h, d);
+                    }
                     return;
                 }
-                let keep = cache::saved_reserve_max() as isize;
+                // Past the most a saved reserve may hold, cut it to half
+                // of that, so the next few such frees need no uncharge.
+                let keep = saved_keep(owner);
                 let r = (*g).reserve.load(Ordering::Relaxed) + bytes as isize;
-                if r > 2 * keep {
-                    (*g).reserve.store(keep, Ordering::Relaxed);
-                    GroupNode::uncharge(owner, (r - keep) as usize, true);
+                if r > keep {
+                    (*g).reserve.store(keep / 2, Ordering::Relaxed);
+                    GroupNode::uncharge(owner, (r - keep / 2) as usize, true);
                 } else {
                     (*g).reserve.store(r, Ordering::Relaxed);
                 }
@@ -885,6 +921,7 @@ pub unsafe fn set_current(node: *mut GroupNode) -> bool {
         }
         sweep_dead_caches(h);
         if node == group::root() {
+            leave_cache(h, (*h).current);
             make_current(h, &raw mut (*h).root);
             (*h).group = node;
             return true;
@@ -895,7 +932,10 @@ pub unsafe fn set_current(node: *mut GroupNode) -> bool {
         }
         (*h).clock += 1;
         (*g).last_used = (*h).clock;
+        leave_cache(h, (*h).current);
         if !(*g).dedicated.is_null() {
+            // One live reserve per thread: the shared cache's goes first.
+            unload_shared(h);
             make_current(h, (*g).dedicated);
         } else {
             if (*h).active != g {
@@ -932,6 +972,12 @@ pub fn adjust_fallible(enter: bool) {
     unsafe {
         if enter {
             (*h).fallible += 1;
+            if (*h).fallible == 1 {
+                // Inside, an allocation over a limit must fail: none may be
+                // served from bytes charged before (a reserve charged while
+                // under the limit, or filled by frees since).
+                cache::trim_reserve((*h).current, 0);
+            }
         } else {
             (*h).fallible = (*h).fallible.saturating_sub(1);
         }

@@ -29,10 +29,11 @@
 //! may hold in its subtree, as README's "How charging works" documents it:
 //! on each thread two batches for the group the thread is in (or was in
 //! last), plus `reserve_batch / 8` for each other group of the subtree the
-//! thread keeps a cache of (has entered). For a group without descendants
-//! that is `THREADS x 2 x reserve_batch`; `REL_SCALE_SLACK=strict` holds
-//! every level to that figure, which a parent of many entered groups
-//! exceeds (`tests/rel_scale_slack.rs`).
+//! thread keeps a cache of (has entered) when no level of that group's
+//! chain has a limit. So a level with a limit on its chain is held to
+//! `THREADS x 2 x reserve_batch`, however many groups below it threads
+//! have entered; `REL_SCALE_SLACK=strict` holds unlimited levels to that
+//! figure too (`tests/rel_scale_slack.rs` has the cases reduced).
 //!
 //! - at every refusal: some level of the group's chain that refuses (a
 //!   `Fail` one, or any with a limit inside `fallible`) has
@@ -411,13 +412,14 @@ impl Model {
 
     /// What the threads' reserves may hold in `l`'s subtree, as the README
     /// documents it: on each thread, two batches for the group it is in
-    /// (or was in last), and `reserve_batch / 8` for each other group it
-    /// keeps (one it entered). For a group without descendants that is
-    /// `THREADS x 2 x reserve_batch`. `REL_SCALE_SLACK=strict` holds every
-    /// level to that (see `rel_scale_saved_reserves.rs` for why a parent
-    /// fails it).
+    /// (or was in last); and, only for groups with no limit anywhere on
+    /// their chain, `reserve_batch / 8` for each other group it keeps (one
+    /// it entered). So a level with a limit on its chain (which every group
+    /// below it has too) is held to `THREADS x 2 x reserve_batch`.
+    /// `REL_SCALE_SLACK=strict` holds every level to that, unlimited ones
+    /// too (their `current` may carry kept reserves of groups below).
     fn slack_at(&self, l: usize) -> usize {
-        if self.strict {
+        if self.strict || self.chain_limited(l) {
             return self.slack;
         }
         let batch = memcg::tunables().reserve_batch;
@@ -425,6 +427,18 @@ impl Model {
         (0..THREADS)
             .map(|t| 2 * batch + batch / 8 * (g.kept[t] as usize).saturating_sub(1))
             .sum()
+    }
+
+    /// Whether `l` or an ancestor has a `max`.
+    fn chain_limited(&self, l: usize) -> bool {
+        let mut g = Some(l);
+        while let Some(i) = g {
+            if self.groups[i].max.is_some() {
+                return true;
+            }
+            g = self.groups[i].parent;
+        }
+        false
     }
 
     /// `events_local.fail` of a live group.
