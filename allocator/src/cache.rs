@@ -106,8 +106,6 @@ pub struct Cache {
     pub tagged: bool,
     /// Counted in statistics.
     pub live: AtomicBool,
-    /// The heap's other caches.
-    pub next: *mut Cache,
     pub classes: [ClassList; NUM_CLASSES],
 }
 
@@ -135,7 +133,6 @@ impl Cache {
             tag: 0,
             tagged: false,
             live: AtomicBool::new(false),
-            next: null_mut(),
             classes: {
                 let mut classes = [const {
                     ClassList {
