@@ -15,6 +15,7 @@
 //! `pairs_probe`; the binaries install it with [`global_allocator!`].
 
 pub mod budget;
+pub mod build;
 pub mod rng;
 pub mod scale;
 pub mod workloads;

@@ -197,42 +197,13 @@ fn build_all(
     bins: &Path,
     allocs: &[String],
 ) -> (Vec<String>, Vec<String>) {
-    fs::create_dir_all(bins).expect("create bins dir");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut ok = Vec::new();
     let mut failed = Vec::new();
     for a in allocs {
         eprintln!("== build workload, pairs_probe with alloc-{a}");
-        let st = Command::new(&cargo)
-            .current_dir(root)
-            .env("CARGO_TARGET_DIR", target)
-            .args([
-                "build",
-                "--release",
-                "--quiet",
-                "-p",
-                "memcg-bench",
-                "--no-default-features",
-                "--features",
-                &format!("alloc-{a}"),
-                "--bin",
-                "workload",
-                "--bin",
-                "pairs_probe",
-            ])
-            .status();
-        match st {
-            Ok(s) if s.success() => {
-                for b in ["workload", "pairs_probe"] {
-                    fs::copy(
-                        target.join("release").join(b),
-                        bins.join(format!("{b}-{a}")),
-                    )
-                    .expect("copy binary");
-                }
-                ok.push(a.clone());
-            }
-            other => failed.push(format!("{a}: build failed ({other:?})")),
+        match memcg_bench::build::build_for(root, target, bins, a, &["workload", "pairs_probe"]) {
+            Ok(()) => ok.push(a.clone()),
+            Err(e) => failed.push(format!("{a}: {e}")),
         }
     }
     (ok, failed)

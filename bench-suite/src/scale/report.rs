@@ -213,35 +213,9 @@ fn describe_rev(root: &Path) -> String {
 }
 
 fn build(root: &Path, target: &Path, bins: &Path) -> Result<(), String> {
-    fs::create_dir_all(bins).map_err(|e| format!("{}: {e}", bins.display()))?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     for a in ALLOCS {
         eprintln!("== build scale with alloc-{a}");
-        let st = Command::new(&cargo)
-            .current_dir(root)
-            .env("CARGO_TARGET_DIR", target)
-            .args([
-                "build",
-                "--release",
-                "--quiet",
-                "-p",
-                "memcg-bench",
-                "--no-default-features",
-                "--features",
-                &format!("alloc-{a}"),
-                "--bin",
-                "scale",
-            ])
-            .status()
-            .map_err(|e| format!("cargo: {e}"))?;
-        if !st.success() {
-            return Err(format!("building scale with alloc-{a} failed ({st})"));
-        }
-        fs::copy(
-            target.join("release").join("scale"),
-            bins.join(format!("scale-{a}")),
-        )
-        .map_err(|e| format!("copy scale-{a}: {e}"))?;
+        crate::build::build_for(root, target, bins, a, &["scale"])?;
     }
     Ok(())
 }
