@@ -9,8 +9,10 @@ pub mod common;
 
 pub mod alloc_test;
 pub mod btree;
+pub mod btree_churn;
 pub mod cache_scratch;
 pub mod cache_thrash;
+pub mod channel;
 pub mod glibc_simple;
 pub mod glibc_thread;
 pub mod groups;
@@ -19,6 +21,7 @@ pub mod larson;
 pub mod mleak;
 pub mod mstress;
 pub mod rptest;
+pub mod short_threads;
 pub mod xmalloc;
 
 /// What a workload reports.
@@ -48,6 +51,9 @@ pub const ALL: &[(&str, Workload)] = &[
     ("btree", btree::run),
     ("json", json::run),
     ("groups", groups::run),
+    ("channel", channel::run),
+    ("short-threads", short_threads::run),
+    ("btree-churn", btree_churn::run),
 ];
 
 /// Looks a workload up by name.
