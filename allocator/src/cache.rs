@@ -367,7 +367,7 @@ pub unsafe fn pop_block(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
                 return (null_mut(), false);
             }
             let mut zero = false;
-            if (*s).free.is_null() && slab::collect_remote(s) == 0 {
+            if (*s).free.is_null() {
                 if !slab::carve(s) {
                     // No room left: park it on the full list, try the next.
                     unlink_partial(cl, s);
@@ -491,19 +491,9 @@ pub unsafe fn release_empty_slabs(cache: *mut Cache) {
     unsafe {
         for class in 0..NUM_CLASSES {
             let cl = class_list(cache, class);
-            let mut s = (*cl).full;
-            while !s.is_null() {
-                let next = (*s).next;
-                if slab::collect_remote(s) > 0 {
-                    unlink_full(cl, s);
-                    push_partial_second(cl, s);
-                }
-                s = next;
-            }
             let mut s = (*cl).head;
             while s != empty_slab() && !s.is_null() {
                 let next = (*s).next;
-                slab::collect_remote(s);
                 if (*s).used() == 0 {
                     release(cl, s);
                 }

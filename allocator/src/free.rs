@@ -3,8 +3,8 @@
 //! tells whether the slab is on the thread's current cache's lists. If so
 //! the block goes on the slab's local free list and its bytes back to the
 //! reserve; a shared slab's block is credited to the group its owner tag
-//! names. Another thread's slab gets the block on its atomic remote list,
-//! and the owning group is credited at once.
+//! names. A block of another thread's slab is credited to its group at
+//! once and travels to the owner in a batch (see `remote`).
 
 use crate::cache::{self, Cache};
 use crate::group::{self, GroupNode};
@@ -162,7 +162,9 @@ fn bad_free(double: bool) -> ! {
     os::fatal("memcg: free of a pointer that is not a live block of this allocator\n");
 }
 
-/// A free by a thread that does not own the slab.
+/// A free by a thread that does not own the slab: the group is credited
+/// now, and the block joins this thread's outbox for the owner (see
+/// `remote`).
 #[inline(never)]
 unsafe fn remote_free(h: *mut heap::Heap, seg: *mut Segment, s: *mut Slab, b: *mut Block) {
     // SAFETY: the block is live until pushed, so the slab and segment are;
@@ -180,10 +182,7 @@ unsafe fn remote_free(h: *mut heap::Heap, seg: *mut Segment, s: *mut Slab, b: *m
         } else {
             GroupNode::uncharge(owner, bytes, true);
         }
-        if !(*seg).has_remote.load(Ordering::Relaxed) {
-            (*seg).has_remote.store(true, Ordering::SeqCst);
-        }
-        slab::push_remote(s, b);
+        heap::free_remote(h, seg, b);
     }
 }
 

@@ -14,6 +14,7 @@ use crate::group::{self, GroupNode};
 use crate::layout::{ABANDONED, HEADER_SLICES, SLICES, SLICE_SIZE};
 use crate::meta_pool::MetaPool;
 use crate::os;
+use crate::remote::{self, Outbox};
 use crate::segment::{self, Segment, ABANDONED_SEGMENTS};
 use crate::slab::{Slab, LIST_ORPHAN, SPAN_SLAB};
 use crate::{counters, slab};
@@ -63,12 +64,21 @@ pub struct Heap {
     /// Slow-path collections of remote frees, counting towards the next
     /// full scan.
     pub remote_scans: u32,
+    /// Blocks this thread freed into other threads' segments, not yet sent.
+    pub outbox: Outbox,
+    /// Raised by threads that sent remote frees to this heap's segments.
+    pub pending: Pending,
     /// The root group's cache.
     pub root: Cache,
     /// The slabs the thread's groups share (tagged), with the loaded group
     /// cache's reserve.
     pub shared: Cache,
 }
+
+/// A heap's flag that some of its segments' inboxes hold remote frees, on
+/// a line of its own (other threads write it).
+#[repr(C, align(64))]
+pub struct Pending(AtomicBool);
 
 /// Sets and ways of a heap's group-cache table: a thread keeps at most
 /// `SETS * WAYS` group caches.
@@ -130,6 +140,8 @@ static PLACEHOLDER: Heap = Heap {
     next_purge_ms: 0,
     purge_seen: 0,
     remote_scans: 0,
+    outbox: Outbox::new(),
+    pending: Pending(AtomicBool::new(false)),
     root: Cache::empty(),
     shared: Cache::empty(),
 };
@@ -269,6 +281,8 @@ pub fn init_thread() -> *mut Heap {
                 next_purge_ms: 0,
                 purge_seen: PURGE_REQUESTS.load(Ordering::Relaxed),
                 remote_scans: 0,
+                outbox: Outbox::new(),
+                pending: Pending(AtomicBool::new(false)),
                 root: Cache::empty(),
                 shared: Cache::empty(),
             },
@@ -306,6 +320,7 @@ extern "C" fn on_thread_exit(p: *mut libc::c_void) {
 unsafe fn abandon(h: *mut Heap) {
     // SAFETY: the exiting thread owns the heap and its segments.
     unsafe {
+        send_outbox(h);
         collect_remote_frees_all(h);
         make_current(h, &raw mut (*h).root);
         (*h).group = group::root();
@@ -460,14 +475,13 @@ unsafe fn adopt_segment(h: *mut Heap, seg: *mut Segment) {
     // visible.
     unsafe {
         (*seg).thread_id.store(h as usize, Ordering::Release);
-        (*seg).has_remote.store(false, Ordering::Relaxed);
         link_segment(h, seg);
+        remote::collect(seg);
         let mut i = HEADER_SLICES;
         while i < SLICES {
             let d = Segment::desc(seg, i);
             let n = (*d).slice_count as usize;
             if (*d).state == SPAN_SLAB {
-                slab::collect_remote(d);
                 if (*d).used() == 0 {
                     segment::release_slab(d);
                 } else if !(*d).tags.is_null() {
@@ -488,14 +502,17 @@ unsafe fn adopt_segment(h: *mut Heap, seg: *mut Segment) {
     }
 }
 
-/// Collects remote frees in segments that flagged them (all segments every
-/// so often); returns whether any slab regained room.
+/// Sends this thread's outbox and collects the remote frees other threads
+/// sent to its segments: when its pending flag is up, or (all segments)
+/// every [`FULL_REMOTE_SCAN_EVERY`] calls. Returns whether any slab regained
+/// room.
 ///
 /// # Safety
 /// Owner thread only.
 pub unsafe fn collect_remote_frees(h: *mut Heap) -> bool {
     // SAFETY: owner-only.
     unsafe {
+        send_outbox(h);
         (*h).remote_scans = (*h).remote_scans.wrapping_add(1);
         let all = (*h).remote_scans % FULL_REMOTE_SCAN_EVERY == 0;
         collect_in_segments(h, all)
@@ -508,31 +525,82 @@ unsafe fn collect_remote_frees_all(h: *mut Heap) -> bool {
 }
 
 unsafe fn collect_in_segments(h: *mut Heap, all: bool) -> bool {
-    let mut found = false;
-    // SAFETY: owner-only walk of this heap's segments and slabs.
+    // SAFETY: owner-only walk of this heap's segments. Lowering the flag
+    // before reading the inboxes pairs with a sender's push before its look
+    // at the flag (all SeqCst): either the sender sees the flag down and
+    // raises it again, or this walk sees its chain.
     unsafe {
+        let flag = &(*h).pending.0;
+        if !flag.load(Ordering::Relaxed) && !all {
+            return false;
+        }
+        flag.swap(false, Ordering::SeqCst);
+        let mut found = false;
         let mut seg = (*h).segments;
         while !seg.is_null() {
-            let next = (*seg).next;
-            let flagged = (*seg).has_remote.load(Ordering::Relaxed)
-                && (*seg).has_remote.swap(false, Ordering::SeqCst);
-            if flagged || all {
-                let mut i = HEADER_SLICES;
-                while i < SLICES {
-                    let d = Segment::desc(seg, i);
-                    // The span may be released below; read its end first.
-                    let end = i + ((*d).slice_count as usize).max(1);
-                    if (*d).state == SPAN_SLAB && slab::collect_remote(d) > 0 {
-                        found = true;
-                        cache::after_free(d);
-                    }
-                    i = end;
-                }
-            }
-            seg = next;
+            // Collecting may give the segment's last slab back, never the
+            // segment (that is purge's), so `next` stays valid.
+            found |= remote::collect(seg);
+            seg = (*seg).next;
+        }
+        found
+    }
+}
+
+/// Sends every chain of this thread's outbox.
+///
+/// # Safety
+/// `h` is the calling thread's heap.
+pub unsafe fn send_outbox(h: *mut Heap) {
+    // SAFETY: the caller's heap and outbox.
+    unsafe {
+        if !(*h).outbox.is_empty() {
+            remote::send_all(&raw mut (*h).outbox, raise_pending);
         }
     }
-    found
+}
+
+/// Frees `b`, a block of another heap's (or an abandoned) segment `seg`,
+/// from the calling thread, whose heap is `h` (or the placeholder).
+///
+/// # Safety
+/// `b` is a live block of `seg`, which `h` does not own; its group has been
+/// credited.
+pub unsafe fn free_remote(h: *mut Heap, seg: *mut Segment, b: *mut crate::layout::Block) {
+    // SAFETY: the outbox is the calling thread's; the placeholder has none,
+    // so its frees go one block at a time.
+    unsafe {
+        if is_placeholder(h) {
+            raise_pending(remote::send_one(seg, b));
+            return;
+        }
+        let [a, c] = remote::add(&raw mut (*h).outbox, seg, b);
+        if a != 0 {
+            raise_pending(a);
+        }
+        if c != 0 {
+            raise_pending(c);
+        }
+    }
+}
+
+/// Raises the pending flag of the heap whose address a segment's owner word
+/// held when a chain was pushed. The heap may have exited since and its
+/// record been reused: a record is never unmapped, so the store is safe,
+/// and a stray flag costs its heap one walk of its segments.
+fn raise_pending(to: remote::SentTo) {
+    if to == 0 || to == ABANDONED {
+        return;
+    }
+    let flag = to as *const Heap;
+    // SAFETY: heap records come from `HEAPS`, whose memory stays mapped;
+    // `pending` is an atomic at the same place in every record.
+    unsafe {
+        let f = &(*flag).pending.0;
+        if !f.load(Ordering::SeqCst) {
+            f.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 // --- purging ---
@@ -1010,6 +1078,7 @@ pub fn flush() {
             }
         }
         sweep_all_dead(h);
+        send_outbox(h);
         while !adopt_one(h).is_null() {}
         collect_remote_frees_all(h);
     }

@@ -4,7 +4,8 @@
 //! -> `heap` (the thread's heap) -> `cache` (the thread's front for its
 //! group) -> `slab`; a free walks `lib` -> `free` -> `segment` (mask and
 //! index) -> `slab` -> `group` (the owner a shared slab's tag names), and on
-//! to the owning thread's lists or its atomic remote list. Large blocks are
+//! to the owning thread's lists or, in a batch, its segment's inbox
+//! (`remote`). Large blocks are
 //! direct mappings (`large`). Memory comes from `os` only; metadata from
 //! the allocator's own mappings (`meta_pool`), never from the global
 //! allocator. `docs/INTERNALS.md` gives the layers and the invariants.
@@ -26,6 +27,7 @@ mod meta_pool;
 mod os;
 #[cfg(feature = "checks")]
 mod ownership;
+mod remote;
 mod root_charge;
 mod segment;
 mod size_class;

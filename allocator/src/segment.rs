@@ -5,8 +5,8 @@
 //! so for them a mask and an index alone do).
 //!
 //! A segment belongs to one thread heap at a time (`thread_id`); only that
-//! thread changes its spans and slab lists. Other threads only push remote
-//! frees and raise `has_remote`. A segment with no heap is *abandoned*.
+//! thread changes its spans and slab lists. Other threads only push chains
+//! of remote frees onto its inbox. A segment with no heap is *abandoned*.
 //!
 //! Spans of slices are either a slab or free. A free span is *dirty* (its
 //! pages may be resident) or *clean* (never touched, or given back); spans
@@ -19,7 +19,7 @@ use crate::layout::*;
 use crate::os;
 use crate::slab::{Slab, SPAN_FREE, SPAN_SLAB};
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// A small-object segment.
 #[repr(C)]
@@ -27,8 +27,6 @@ pub struct Segment {
     pub head: SegmentHead,
     /// The owning heap's address, or [`ABANDONED`].
     pub thread_id: AtomicUsize,
-    /// Raised by remote frees so the owner knows to collect here.
-    pub has_remote: AtomicBool,
     pub next: *mut Segment,
     pub prev: *mut Segment,
     /// Slices in free spans.
@@ -38,9 +36,16 @@ pub struct Segment {
     pub free_hint: usize,
     /// Bytes of this segment counted as resident.
     pub resident: usize,
+    /// Blocks other threads freed here, in chains (see `remote`); on a line
+    /// of its own, away from the owner word every free reads.
+    pub inbox: Inbox,
     // The descriptor array follows, overlaying this struct: descriptor `i`
     // is at `i << DESC_SHIFT` from the segment start (see `Segment::desc`).
 }
+
+/// A segment's inbox of remote frees (see `remote`).
+#[repr(C, align(64))]
+pub struct Inbox(pub AtomicPtr<Block>);
 
 const _: () = assert!(core::mem::size_of::<Slab>() == 1 << DESC_SHIFT);
 const _: () = assert!(core::mem::size_of::<Segment>() <= HEADER_SLICES << DESC_SHIFT);

@@ -1,5 +1,6 @@
 //! One slab: a span of slices cut into blocks of one size class, with a local
-//! free list (owner thread only) and an atomic list of remote frees.
+//! free list (owner thread only). Blocks other threads free come back
+//! through the segment's inbox (see `remote`).
 
 use crate::group::GroupNode;
 use crate::layout::{Block, DESC_SHIFT, SEGMENT_SIZE, SLICE_SIZE};
@@ -30,10 +31,15 @@ pub enum ListOwner {}
 /// The descriptor of one slice; the first slice of a span describes the span
 /// (a slab, or free space). Owner-thread fields are plain; fields other
 /// threads touch are atomic.
+///
+/// Two cache lines. The first holds what any thread's free reads and the
+/// owner writes only when the slab is made or changes lists; the second
+/// what the owner writes on every allocation and free. So a thread freeing
+/// another thread's blocks (see `remote`) shares the first line with the
+/// owner without pulling the second from under it.
 #[repr(C, align(128))]
 pub struct Slab {
-    // The fields the fast paths read come first: one cache line.
-    pub free: *mut Block,
+    // --- line 1: read by every free, written rarely ---
     /// Slab: the key free-list links are stored under (see `slab::link`).
     pub key: usize,
     /// The cache whose lists hold this slab: a thread's root cache, its
@@ -46,10 +52,9 @@ pub struct Slab {
     /// handed out. Null for a slab whose blocks all charge `owner`.
     pub tags: *mut u32,
     pub start: *mut u8,
-    /// Blocks out of the slab and not yet back on `free` ([`Slab::used`]),
-    /// less `slow_below`: a local free that takes it below zero needs the
-    /// slow path, so the free path's test is the sign of one decrement.
-    pub used_rel: i32,
+    /// The group charged for this slab's blocks when it has no tags (a
+    /// dedicated slab holds a reference on it; the root's need none).
+    pub owner: *mut crate::group::GroupNode,
     pub block_size: u32,
     /// `ceil(2^32 / block_size)`: a block's index is its offset times this,
     /// shifted down 32 (exact for every offset inside a slab).
@@ -57,6 +62,8 @@ pub struct Slab {
     /// 0 on a span's first slice; on other slices the distance back to its
     /// descriptor, in bytes (so the free path subtracts without a shift).
     pub back_bytes: u32,
+    /// Slices in the span (first slice only).
+    pub slice_count: u32,
     pub state: u8,
     /// Slab: which list of its cache holds it ([`LIST_PARTIAL`],
     /// [`LIST_HEAD`] or [`LIST_FULL`]), so a free can tell in one load
@@ -68,19 +75,17 @@ pub struct Slab {
     /// Slab: the span was clean when the slab was made.
     pub fresh: bool,
 
-    /// Slices in the span (first slice only).
-    pub slice_count: u32,
+    // --- line 2: the owner's, written on every allocation and free ---
+    pub free: *mut Block,
+    /// Blocks out of the slab and not yet back on `free` ([`Slab::used`]),
+    /// less `slow_below`: a local free that takes it below zero needs the
+    /// slow path, so the free path's test is the sign of one decrement.
+    pub used_rel: i32,
+    /// See [`Slab::set_list`].
+    pub slow_below: i32,
     pub capacity: u32,
     /// Blocks carved from the slab's memory so far (carving is lazy).
     pub carved: u32,
-    /// See [`Slab::set_list`].
-    pub slow_below: i32,
-    /// Frees by other threads, collected by the owner (on its own line, away
-    /// from the owner's hot fields).
-    pub remote: AtomicPtr<Block>,
-    /// The group charged for this slab's blocks when it has no tags (a
-    /// dedicated slab holds a reference on it; the root's need none).
-    pub owner: *mut crate::group::GroupNode,
     pub next: *mut Slab,
     pub prev: *mut Slab,
     /// Free span: when it became dirty (ms).
@@ -91,7 +96,7 @@ pub struct Slab {
 }
 
 const _: () = assert!(core::mem::offset_of!(Slab, fresh) < 64);
-const _: () = assert!(core::mem::offset_of!(Slab, remote) >= 64);
+const _: () = assert!(core::mem::offset_of!(Slab, free) == 64);
 
 impl Slab {
     /// Marks which list of its cache holds the slab, and so when a local
@@ -141,7 +146,6 @@ pub static EMPTY_SLAB: Slab = Slab {
     slow_below: 1,
     start: null_mut(),
     free: null_mut(),
-    remote: AtomicPtr::new(null_mut()),
     cache: AtomicPtr::new(null_mut()),
     owner: null_mut(),
     next: null_mut(),
@@ -189,6 +193,13 @@ pub fn init_secret() {
 pub unsafe fn link(s: *mut Slab, b: *mut Block, next: *mut Block) {
     // SAFETY: the caller passes a free block of slab `s`.
     unsafe { (*b).next = next as usize ^ (*s).key };
+}
+
+/// The key remote-free chains (see `remote`) are linked under: they cross
+/// slabs, so they cannot use a slab's.
+#[inline(always)]
+pub fn chain_key() -> usize {
+    SECRET.load(Ordering::Relaxed).rotate_left(17)
 }
 
 /// Reads a free-list link written by [`link`].
@@ -339,7 +350,6 @@ pub unsafe fn init(
         (*d).slow_below = 0;
         (*d).free = null_mut();
         (*d).set_list(LIST_PARTIAL);
-        (*d).remote.store(null_mut(), Ordering::Relaxed);
         (*d).cache.store(lists, Ordering::Relaxed);
         (*d).key = SECRET.load(Ordering::Relaxed) ^ (d as usize).rotate_left(29);
         if tagged {
@@ -412,64 +422,6 @@ pub unsafe fn carve(s: *mut Slab) -> bool {
         (*s).free = first.cast();
         (*s).carved += n;
         true
-    }
-}
-
-/// Moves remote frees to the local free list; returns how many.
-///
-/// # Safety
-/// Owner thread only.
-pub unsafe fn collect_remote(s: *mut Slab) -> u32 {
-    // SAFETY: owner-only for the plain fields; the swap takes the remote
-    // list whole, and Acquire pairs with the freers' Release pushes.
-    unsafe {
-        if (*s).remote.load(Ordering::Relaxed).is_null() {
-            return 0;
-        }
-        let head = (*s).remote.swap(null_mut(), Ordering::Acquire);
-        let mut n = 1;
-        let mut tail = head;
-        loop {
-            let next = next_of(s, tail);
-            if next.is_null() {
-                break;
-            }
-            tail = next;
-            n += 1;
-        }
-        link(s, tail, (*s).free);
-        (*s).free = head;
-        (*s).used_rel -= n as i32;
-        n
-    }
-}
-
-/// Pushes a block freed by a thread that does not own the slab.
-///
-/// # Safety
-/// `b` is a live block of `s`; nothing of the slab may be touched after this
-/// returns (its owner may release it at once).
-#[inline]
-pub unsafe fn push_remote(s: *mut Slab, b: *mut Block) {
-    // SAFETY: the slab outlives its live block `b`, which we still hold
-    // until the CAS publishes it.
-    unsafe {
-        let mut head = (*s).remote.load(Ordering::Relaxed);
-        loop {
-            if head == b {
-                crate::os::fatal(
-                    "memcg: double free detected (block freed twice from another thread)\n",
-                );
-            }
-            link(s, b, head);
-            match (*s)
-                .remote
-                .compare_exchange_weak(head, b, Ordering::Release, Ordering::Relaxed)
-            {
-                Ok(_) => return,
-                Err(h) => head = h,
-            }
-        }
     }
 }
 

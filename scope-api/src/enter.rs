@@ -195,7 +195,11 @@ pub fn check() -> Result<(), Exceeded> {
 }
 
 /// Hands the calling thread's unused reserves back to their groups, so
-/// `current` counts only live objects (up to other threads' reserves).
+/// `current` counts only live objects (up to other threads' reserves);
+/// sends the blocks this thread freed into other threads' slabs on their
+/// way, and takes in those other threads sent to this thread's slabs.
+/// (Frees are credited when they happen; only the memory travels. After
+/// every thread has flushed twice, no freed block waits anywhere.)
 pub fn flush() {
     groups::flush();
 }

@@ -1049,9 +1049,13 @@ impl Case {
         }
     }
 
+    /// Two rounds: a thread's flush sends the blocks it freed into other
+    /// threads' slabs, and the owners take them in at their next flush.
     fn flush_all(&self) {
-        for t in 0..THREADS {
-            self.on(t, Cmd::Flush);
+        for _ in 0..2 {
+            for t in 0..THREADS {
+                self.on(t, Cmd::Flush);
+            }
         }
     }
 
