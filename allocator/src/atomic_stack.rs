@@ -40,6 +40,11 @@ impl AtomicStack {
         tag | (ptr as usize as u64 & PTR_MASK)
     }
 
+    /// Whether the stack held no node when looked at.
+    pub fn is_empty(&self) -> bool {
+        Self::unpack(self.head.load(Ordering::Relaxed)).is_null()
+    }
+
     /// Pushes a node.
     ///
     /// # Safety

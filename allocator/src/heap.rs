@@ -315,8 +315,8 @@ extern "C" fn on_thread_exit(p: *mut libc::c_void) {
     unsafe { abandon(h) };
 }
 
-/// Gives up a heap: empty slabs and segments go back, the rest is abandoned
-/// for adoption, the record returns to the pool.
+/// Gives up a heap: empty slabs go back, its segments are abandoned for
+/// adoption, the record returns to the pool.
 unsafe fn abandon(h: *mut Heap) {
     // SAFETY: the exiting thread owns the heap and its segments.
     unsafe {
@@ -339,18 +339,17 @@ unsafe fn abandon(h: *mut Heap) {
         cache::empty_out(&raw mut (*h).shared);
         (*h).root.live.store(false, Ordering::Release);
         (*h).shared.live.store(false, Ordering::Release);
+        // Segments go whole, free spans still resident: the next thread
+        // to need a span adopts them (a burst of short threads reuses the
+        // same memory without faults or system calls), and the purge timer
+        // of any heap gives back what waits too long (`purge_abandoned`).
         let mut seg = (*h).segments;
         while !seg.is_null() {
             let next = (*seg).next;
-            Segment::purge(seg, u64::MAX);
-            if Segment::is_unused(seg) {
-                Segment::destroy(seg);
-            } else {
-                (*seg).next = null_mut();
-                (*seg).prev = null_mut();
-                (*seg).thread_id.store(ABANDONED, Ordering::Release);
-                ABANDONED_SEGMENTS.push(seg.cast());
-            }
+            (*seg).next = null_mut();
+            (*seg).prev = null_mut();
+            (*seg).thread_id.store(ABANDONED, Ordering::Release);
+            ABANDONED_SEGMENTS.push(seg.cast());
             seg = next;
         }
         (*h).segments = null_mut();
@@ -476,6 +475,8 @@ unsafe fn adopt_segment(h: *mut Heap, seg: *mut Segment) {
     unsafe {
         (*seg).thread_id.store(h as usize, Ordering::Release);
         link_segment(h, seg);
+        // Its free spans may be resident: let this heap's purge look.
+        segment::set_dirty(true);
         remote::collect(seg);
         let mut i = HEADER_SLICES;
         while i < SLICES {
@@ -624,7 +625,8 @@ unsafe fn maybe_purge(h: *mut Heap) {
             purge_heap(h, u64::MAX);
             return;
         }
-        if !segment::has_dirty() {
+        let own = segment::has_dirty();
+        if !own && ABANDONED_SEGMENTS.is_empty() {
             return;
         }
         let now = os::now_ms();
@@ -633,7 +635,40 @@ unsafe fn maybe_purge(h: *mut Heap) {
         }
         let delay = purge_delay_ms();
         (*h).next_purge_ms = now + delay.max(1);
-        purge_heap(h, now.saturating_sub(delay));
+        if own {
+            purge_heap(h, now.saturating_sub(delay));
+        }
+        purge_abandoned(now.saturating_sub(delay));
+    }
+}
+
+/// Gives back the free pages of abandoned segments freed at or before
+/// `older_than`, and unmaps abandoned segments left with no slab. While
+/// taken off the stack the segments are this thread's alone (other threads
+/// only push onto their inboxes), as if adopted for the moment.
+fn purge_abandoned(older_than: u64) {
+    let mut seg = ABANDONED_SEGMENTS.take_all().cast::<Segment>();
+    // SAFETY: the taken list is ours alone; each segment goes back on the
+    // stack or is unmapped.
+    unsafe {
+        while !seg.is_null() {
+            let next = (*seg)
+                .head
+                .link
+                .next
+                .load(Ordering::Relaxed)
+                .cast::<Segment>();
+            Segment::purge(seg, older_than);
+            if Segment::is_unused(seg)
+                && (*seg).resident == HEADER_SLICES * SLICE_SIZE
+                && (*seg).inbox.0.load(Ordering::Acquire).is_null()
+            {
+                Segment::destroy(seg);
+            } else {
+                ABANDONED_SEGMENTS.push(seg.cast());
+            }
+            seg = next;
+        }
     }
 }
 
