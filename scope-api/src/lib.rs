@@ -10,6 +10,7 @@
 mod enter;
 mod error;
 mod event;
+mod exit_report;
 mod fork;
 mod future;
 mod group;
