@@ -123,7 +123,9 @@ unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
     unsafe {
         let heap = heap::current();
         if heap::is_placeholder(heap) {
-            // The placeholder: this thread's first allocation.
+            // The placeholder: this thread's first allocation (and maybe
+            // the process's: the environment's settings come first).
+            crate::first_use::ensure();
             let h = heap::init_thread();
             if h.is_null() {
                 return (null_mut(), false);
@@ -165,7 +167,11 @@ unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
 
 /// A large block charged to the thread's group.
 fn alloc_large(size: usize, align: usize, zero: bool) -> *mut u8 {
-    let h = heap::current_or_init();
+    let mut h = heap::current();
+    if heap::is_placeholder(h) {
+        crate::first_use::ensure();
+        h = heap::init_thread();
+    }
     if h.is_null() {
         return null_mut();
     }

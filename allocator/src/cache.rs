@@ -37,9 +37,17 @@ pub fn saved_reserve_max() -> usize {
     reserve_batch() / 8
 }
 
-/// Sets the reserve batch (bytes); reaches every cache at its next refill.
+/// The largest reserve batch: 1 GiB. Reserves are counted in `current`, a
+/// thread may hold two batches live and 16,384 saved at an eighth of one
+/// (about 2,050 batches), and the counters are `isize`: with this bound a
+/// process needs millions of threads to overflow them.
+pub const RESERVE_BATCH_MAX: usize = 1 << 30;
+
+/// Sets the reserve batch (bytes, at most [`RESERVE_BATCH_MAX`]; more is
+/// taken as that); reaches every cache at its next refill. 0 is allowed:
+/// every charge is then exact (and every allocation takes the slow path).
 pub fn set_reserve_batch(bytes: usize) {
-    RESERVE_BATCH.store(bytes, Ordering::Relaxed);
+    RESERVE_BATCH.store(bytes.min(RESERVE_BATCH_MAX), Ordering::Relaxed);
 }
 
 /// The reserve batch (bytes).

@@ -10,7 +10,9 @@ pub use crate::group::{
 };
 pub use crate::os::at_fork;
 pub use crate::size_class::{class_size, NUM_CLASSES};
-use crate::{cache, heap};
+use crate::{cache, exit_report, first_use, heap};
+
+pub use crate::cache::RESERVE_BATCH_MAX;
 
 /// Makes a child record of `parent`; null when out of memory. The caller
 /// owns the returned reference and gives it up with [`GroupNode::kill`].
@@ -75,17 +77,20 @@ pub unsafe fn forget_group(node: *mut GroupNode) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tunables {
     /// Bytes a cache's reserve takes from its group beyond the allocation
-    /// at hand; a reserve holds at most twice this.
+    /// at hand; a reserve holds at most twice this. Default 32 KiB (or
+    /// `MEMCG_RESERVE_BATCH`), at most [`RESERVE_BATCH_MAX`].
     pub reserve_batch: usize,
     /// Empty slabs a cache keeps per size class (the allocation head
     /// counts; 0 behaves as 1 between purges).
     pub empty_slabs_kept: usize,
-    /// How long free pages wait before they go back to the OS.
+    /// How long free pages wait before they go back to the OS. Default
+    /// 10 ms (or `MEMCG_PURGE_DELAY_MS`).
     pub purge_delay_ms: u64,
 }
 
 /// The tunables in force.
 pub fn tunables() -> Tunables {
+    first_use::ensure();
     Tunables {
         reserve_batch: cache::reserve_batch(),
         empty_slabs_kept: cache::empty_slabs_kept(),
@@ -93,9 +98,18 @@ pub fn tunables() -> Tunables {
     }
 }
 
-/// Sets the tunables.
+/// Sets the tunables. A `reserve_batch` above [`RESERVE_BATCH_MAX`] is
+/// taken as that.
 pub fn set_tunables(t: Tunables) {
+    first_use::ensure();
     cache::set_reserve_batch(t.reserve_batch);
     cache::set_empty_slabs_kept(t.empty_slabs_kept);
     heap::set_purge_delay_ms(t.purge_delay_ms);
+}
+
+/// Sets the function the report printed at exit under `MEMCG_SHOW_STATS=1`
+/// calls after the allocator's figures (the scope crate's prints the group
+/// tree). It runs from `exit` and may allocate; it must not unwind.
+pub fn set_exit_report(hook: fn()) {
+    exit_report::set_hook(hook);
 }

@@ -634,7 +634,7 @@ unsafe fn maybe_purge(h: *mut Heap) {
             return;
         }
         let delay = purge_delay_ms();
-        (*h).next_purge_ms = now + delay.max(1);
+        (*h).next_purge_ms = now.saturating_add(delay.max(1));
         if own {
             purge_heap(h, now.saturating_sub(delay));
         }

@@ -15,6 +15,9 @@ mod alloc;
 mod atomic_stack;
 mod cache;
 mod counters;
+mod env_settings;
+mod exit_report;
+mod first_use;
 mod free;
 mod group;
 pub mod groups;
@@ -163,5 +166,6 @@ pub fn purge() {
 /// Sets how long freed memory waits before its pages go back to the OS
 /// (default 10 ms); 0 gives them back at the next chance.
 pub fn set_purge_delay_ms(ms: u64) {
+    first_use::ensure();
     heap::set_purge_delay_ms(ms);
 }

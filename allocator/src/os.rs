@@ -156,3 +156,66 @@ pub fn at_fork(
     // SAFETY: the handlers are plain functions that never unwind.
     unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) == 0 }
 }
+
+/// Writes `bytes` to stderr without allocating (a short write is left
+/// short: these are diagnostics).
+pub fn write_stderr(bytes: &[u8]) {
+    // SAFETY: writing a valid buffer to fd 2.
+    unsafe {
+        libc::write(2, bytes.as_ptr().cast(), bytes.len());
+    }
+}
+
+/// A line of text built on the stack for [`write_stderr`]: what does not
+/// fit is cut, so formatting into it never fails and never allocates.
+pub struct Line {
+    buf: [u8; Line::CAP],
+    len: usize,
+}
+
+impl Line {
+    /// Bytes a line holds.
+    pub const CAP: usize = 512;
+
+    /// An empty line.
+    pub const fn new() -> Self {
+        Line {
+            buf: [0; Line::CAP],
+            len: 0,
+        }
+    }
+
+    /// Appends what fits of `bytes`.
+    pub fn push(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(Line::CAP - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+    }
+
+    /// Ends the line with a newline, over its last byte when it is full.
+    pub fn end(&mut self) {
+        if self.len == Line::CAP {
+            self.len -= 1;
+        }
+        self.push(b"\n");
+    }
+
+    /// The text so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl core::fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.push(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Registers `f` to run at process exit (`atexit`); false when it fails.
+pub fn at_exit(f: extern "C" fn()) -> bool {
+    // SAFETY: `f` is a plain function that never unwinds (an `extern "C"`
+    // function aborts rather than unwind).
+    unsafe { libc::atexit(f) == 0 }
+}

@@ -215,14 +215,19 @@ impl fmt::Debug for Group {
 
 fn root_group() -> &'static Group {
     static ROOT: std::sync::OnceLock<Group> = std::sync::OnceLock::new();
-    ROOT.get_or_init(|| Group {
-        inner: Arc::new(Inner {
-            node: groups::root_node(),
-            name: String::new(),
-            path: "/".to_string(),
-            parent: None,
-            hooks: Mutex::new(Vec::new()),
-        }),
+    ROOT.get_or_init(|| {
+        // Every group descends from this handle: from here on the report
+        // at exit (under MEMCG_SHOW_STATS=1) can print the tree.
+        crate::exit_report::install();
+        Group {
+            inner: Arc::new(Inner {
+                node: groups::root_node(),
+                name: String::new(),
+                path: "/".to_string(),
+                parent: None,
+                hooks: Mutex::new(Vec::new()),
+            }),
+        }
     })
 }
 
