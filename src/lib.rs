@@ -42,6 +42,18 @@
 //! gets null, so use `Fail` for code whose allocations are fallible, or
 //! [`fallible`] sections, and the default [`OnExceed::Report`] with
 //! [`check`] or [`Group::run`] elsewhere.
+//!
+//! Integrations, each behind a cargo feature named after the crate it
+//! serves:
+//!
+//! - `tracing`: `memcg::tracing::GroupLayer`, a `tracing_subscriber::Layer`
+//!   that runs a span's allocations in the group its field `memcg.group`
+//!   names (`info_span!("req", memcg.group = "/tenants/a")`);
+//! - `allocator-api2`: `Group::allocator()` returns a `memcg::GroupAlloc`,
+//!   an `allocator_api2::alloc::Allocator` that charges one collection to a
+//!   group without entering it (`hashbrown::HashMap::new_in(a.allocator())`).
+//!
+//! Both charge only when [`SlabAlloc`] is the global allocator.
 
 pub use memcg_alloc::{alloc_stats, purge, set_purge_delay_ms, usable_size, AllocStats, SlabAlloc};
 pub use memcg_scope::*;

@@ -13,19 +13,35 @@ thread_local! {
     static CURRENT: RefCell<Option<Group>> = const { RefCell::new(None) };
 }
 
-/// Switches the thread to `g` (or the root); returns the previous group.
-fn switch_to(g: Option<Group>) -> Option<Group> {
+/// Switches the thread to `g` (`None`: the root) and returns the group it
+/// was in, to be handed back to `switch_to` to restore it. O(1) in the
+/// number of groups; never panics and never allocates through the global
+/// allocator.
+///
+/// When the switch cannot be made (out of memory for the thread's cache
+/// record) the thread stays where it is, which is safe (it keeps charging
+/// that group), and the handle returned is that group's, so restoring it
+/// changes nothing.
+pub(crate) fn switch_to(g: Option<Group>) -> Option<Group> {
+    match try_switch_to(g) {
+        Ok(prev) => prev,
+        Err(_) => CURRENT.try_with(|c| c.borrow().clone()).ok().flatten(),
+    }
+}
+
+/// [`switch_to`] that says whether the switch was made: `Ok(previous)`,
+/// or `Err(g)` (the thread stays in its group).
+pub(crate) fn try_switch_to(g: Option<Group>) -> Result<Option<Group>, Option<Group>> {
     let node = g.as_ref().map_or_else(groups::root_node, Group::node_ptr);
     // SAFETY: the node is kept alive by the handle stored in CURRENT (or is
     // the root) for as long as it is the thread's group.
     if !unsafe { groups::set_thread_group(node) } {
-        // Out of memory for the cache record: the thread stays where it
-        // was, which is safe (it keeps charging the previous group).
-        return g;
+        return Err(g);
     }
     // During thread teardown the slot may be gone; the allocator's pointer
-    // was switched all the same.
-    CURRENT.try_with(move |c| c.replace(g)).unwrap_or(None)
+    // was switched all the same. The slot is never borrowed across code
+    // that could switch (only `current` borrows it, to clone a handle).
+    Ok(CURRENT.try_with(move |c| c.replace(g)).unwrap_or(None))
 }
 
 /// While alive, the thread's allocations are charged to a group; dropping

@@ -5,6 +5,11 @@
 //! [`thread::spawn`] for threads) are charged to it and its ancestors, and
 //! limited by their `max`, `high` and `slab_max`. See the `memcg` crate for
 //! a quick start.
+//!
+//! Integrations, each behind a cargo feature named after the crate it
+//! serves: `tracing` (`tracing::GroupLayer`, spans that name a group run
+//! in it) and `allocator-api2` (`Group::allocator`, a `GroupAlloc` that
+//! charges one collection to a group).
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod enter;
@@ -14,15 +19,21 @@ mod exit_report;
 mod fork;
 mod future;
 mod group;
+#[cfg(feature = "allocator-api2")]
+mod group_alloc;
 mod prometheus;
 mod stats;
 pub mod thread;
+#[cfg(feature = "tracing")]
+pub mod tracing;
 
 pub use enter::{bypass, check, current, fallible, flush, EnterGuard};
 pub use error::{BuildError, Exceeded, Limit};
 pub use event::{Event, EventType};
 pub use future::{GroupExt, InGroup, Run};
 pub use group::{root, Group, GroupBuilder, OnExceed};
+#[cfg(feature = "allocator-api2")]
+pub use group_alloc::GroupAlloc;
 pub use memcg_alloc::groups::{set_tunables, tunables, Tunables};
 pub use prometheus::prometheus;
 pub use stats::{report, ClassStats, Events, Stats};
