@@ -330,6 +330,33 @@ fn fallible_makes_report_mode_fail() {
     assert!(g.current() <= 4 * MIB, "{}", g.current());
 }
 
+#[test]
+fn fallible_serves_nothing_from_a_reserve_kept_before_a_switch() {
+    // No limit yet: a thread keeps a small reserve for the group when it
+    // leaves, here at least the 512 bytes of the block freed last.
+    let g = Group::builder("lim-fallible-switch").build();
+    // (The outer vector is the root's: the group holds 512-byte blocks only.)
+    let mut keep: Vec<Vec<u8>> = Vec::with_capacity(64);
+    g.scope(|| {
+        for _ in 0..64 {
+            keep.push(vec![1u8; 512]);
+        }
+        keep.pop();
+    });
+    // A max of exactly the live bytes: any further byte is over it.
+    g.set_max(Some(63 * 512));
+    let before = g.stats().events.fail;
+    // Entered inside `fallible`, the kept reserve must not serve a block.
+    let r = memcg::fallible(|| g.scope(|| try_alloc(512)));
+    assert!(
+        r.is_none(),
+        "served past max from a kept reserve: {}",
+        g.stats()
+    );
+    assert_eq!(g.stats().events.fail, before + 1);
+    keep.clear();
+}
+
 // --- high ---
 
 #[test]

@@ -1051,6 +1051,11 @@ pub unsafe fn set_current(node: *mut GroupNode) -> bool {
             make_current(h, &raw mut (*h).shared);
         }
         (*h).group = node;
+        if (*h).fallible > 0 {
+            // Inside `fallible` no allocation may be served from bytes
+            // charged before (see `adjust_fallible`), in whichever group.
+            cache::trim_reserve((*h).current, 0);
+        }
     }
     true
 }
