@@ -49,6 +49,10 @@ pub struct Heap {
     /// The group caches this thread keeps (see [`GroupTable`]); null until
     /// the thread first enters a group, so other threads pay nothing.
     pub table: *mut GroupTable,
+    /// Bit `s % 64` of word `s / 64`: set `s` of the table has held an
+    /// entry, so walks over the table touch only the sets used (a thread
+    /// that served a few groups reads a few lines, not the whole table).
+    pub used_sets: [AtomicU64; SETS / 64],
     /// Bumped on every switch to a group; a group cache's `last_used`.
     pub clock: u64,
     /// Nesting depth of `fallible` sections: over-limit charges fail.
@@ -131,6 +135,7 @@ static PLACEHOLDER: Heap = Heap {
     group: null_mut(),
     active: null_mut(),
     table: null_mut(),
+    used_sets: [const { AtomicU64::new(0) }; SETS / 64],
     clock: 0,
     fallible: 0,
     death_seen: 0,
@@ -214,8 +219,10 @@ pub fn reserves_in_live_caches() -> isize {
         unsafe {
             let t = (*h).table;
             if (*h).live.load(Ordering::Acquire) && !t.is_null() {
-                for g in (*t).entries.iter() {
-                    sum += g.reserve.load(Ordering::Relaxed);
+                for set in (0..SETS).filter(|&set| set_used(h, set)) {
+                    for i in ways_of(set) {
+                        sum += (*t).entries[i].reserve.load(Ordering::Relaxed);
+                    }
                 }
             }
         }
@@ -272,6 +279,7 @@ pub fn init_thread() -> *mut Heap {
                 group: group::root(),
                 active: null_mut(),
                 table: null_mut(),
+                used_sets: [const { AtomicU64::new(0) }; SETS / 64],
                 clock: 0,
                 fallible: 0,
                 death_seen: group::DEATH_EPOCH.load(Ordering::Acquire),
@@ -326,14 +334,11 @@ unsafe fn abandon(h: *mut Heap) {
         (*h).group = group::root();
         let t = (*h).table;
         if !t.is_null() {
-            for i in 0..ENTRIES {
-                if !(*t).entries[i].node.is_null() {
-                    evict(h, i);
-                }
+            for i in used_entries(h) {
+                evict(h, i);
             }
             (*h).table = null_mut();
-            os::unmap(t.cast(), TABLE_BYTES);
-            counters::note_mapped(-(TABLE_BYTES as isize));
+            free_table(t);
         }
         cache::empty_out(&raw mut (*h).root);
         cache::empty_out(&raw mut (*h).shared);
@@ -742,19 +747,81 @@ pub fn current_or_init() -> *mut Heap {
 /// Bytes of a [`GroupTable`] mapping.
 const TABLE_BYTES: usize = core::mem::size_of::<GroupTable>().next_multiple_of(os::PAGE_SIZE);
 
-/// The occupied entries of the heap's table (none before its first group).
+/// The indices of the occupied entries of the heap's table (none before
+/// its first group), set by set.
 ///
 /// # Safety
-/// Owner thread only; the table is not changed while the iterator lives.
-unsafe fn entries(h: *mut Heap) -> impl Iterator<Item = *mut GroupCache> {
+/// Owner thread only; no entry is added while the iterator lives (evicting
+/// the one just yielded is fine).
+unsafe fn used_entries(h: *mut Heap) -> impl Iterator<Item = usize> {
     // SAFETY: owner-only; the table, when mapped, has ENTRIES entries.
     unsafe {
         let t = (*h).table;
-        let n = if t.is_null() { 0 } else { ENTRIES };
-        (0..n)
-            .map(move |i| (&raw mut (*t).entries).cast::<GroupCache>().add(i))
-            .filter(|&g| !(*g).node.is_null())
+        let sets = if t.is_null() { 0 } else { SETS };
+        (0..sets)
+            .filter(move |&set| set_used(h, set))
+            .flat_map(ways_of)
+            .filter(move |&i| !(*entry(h, i)).node.is_null())
     }
+}
+
+/// The occupied entries of the heap's table.
+///
+/// # Safety
+/// As for [`used_entries`].
+unsafe fn entries(h: *mut Heap) -> impl Iterator<Item = *mut GroupCache> {
+    // SAFETY: as in `used_entries`.
+    unsafe { used_entries(h).map(move |i| entry(h, i)) }
+}
+
+/// Whether set `set` of `h`'s table has held an entry.
+#[inline]
+fn set_used(h: *mut Heap, set: usize) -> bool {
+    // SAFETY: heap records stay mapped; the bitmap is atomic.
+    unsafe { (*h).used_sets[set / 64].load(Ordering::Relaxed) & (1 << (set % 64)) != 0 }
+}
+
+/// Tables of exited threads, kept for the next threads (at most
+/// [`POOLED_TABLES`]): a thread that enters groups then starts without a
+/// mapping, and finds the pages it will touch first resident. A pooled
+/// table is all empty (its first word holds the pool's link) and never
+/// unmapped, as popping from the stack needs.
+static TABLE_POOL: crate::atomic_stack::AtomicStack = crate::atomic_stack::AtomicStack::new();
+static POOLED: AtomicUsize = AtomicUsize::new(0);
+const POOLED_TABLES: usize = 16;
+
+/// A table for a heap's first group: a pooled one, or a fresh mapping.
+fn take_table() -> *mut GroupTable {
+    let t = TABLE_POOL.pop().cast::<GroupTable>();
+    if !t.is_null() {
+        POOLED.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: a pooled table is ours once popped; its first entry's
+        // node word held the link.
+        unsafe { (*t).entries[0].node = null_mut() };
+        return t;
+    }
+    let t = os::map(TABLE_BYTES).cast::<GroupTable>();
+    if !t.is_null() {
+        counters::note_mapped(TABLE_BYTES as isize);
+    }
+    t
+}
+
+/// Gives back an exited heap's table, all its entries empty.
+///
+/// # Safety
+/// `t` is a table no heap uses, every entry evicted.
+unsafe fn free_table(t: *mut GroupTable) {
+    if POOLED.fetch_add(1, Ordering::Relaxed) < POOLED_TABLES {
+        // SAFETY: the table is ours and starts with room for a link (the
+        // first entry's node word, null while pooled).
+        unsafe { TABLE_POOL.push(t.cast()) };
+        return;
+    }
+    POOLED.fetch_sub(1, Ordering::Relaxed);
+    // SAFETY: nothing refers to the table any more.
+    unsafe { os::unmap(t.cast(), TABLE_BYTES) };
+    counters::note_mapped(-(TABLE_BYTES as isize));
 }
 
 /// The entry at `i` of the heap's (mapped) table.
@@ -807,11 +874,10 @@ unsafe fn group_cache_for(h: *mut Heap, node: *mut GroupNode) -> *mut GroupCache
     // SAFETY: owner-only access to the table and its records.
     unsafe {
         if (*h).table.is_null() {
-            let t = os::map(TABLE_BYTES).cast::<GroupTable>();
+            let t = take_table();
             if t.is_null() {
                 return null_mut();
             }
-            counters::note_mapped(TABLE_BYTES as isize);
             (*h).table = t;
         }
         if let Some(i) = lookup(h, node) {
@@ -835,6 +901,11 @@ unsafe fn group_cache_for(h: *mut Heap, node: *mut GroupNode) -> *mut GroupCache
         if !(*g).node.is_null() {
             evict(h, slot);
         }
+        let word = &(*h).used_sets[set / 64];
+        word.store(
+            word.load(Ordering::Relaxed) | 1 << (set % 64),
+            Ordering::Relaxed,
+        );
         (*node).prefetch_info();
         let mut dedicated = null_mut();
         if (*node).is_isolated() {
@@ -1124,14 +1195,17 @@ pub fn flush() {
     }
 }
 
-/// Entries a sweep for dead groups looks at per call: after a death the
-/// thread's table is covered over its next `ENTRIES / SWEEP_STEP` slow
-/// paths and switches, so a burst of deaths costs each call O(1).
-const SWEEP_STEP: usize = 2 * WAYS;
+/// Sets a sweep for dead groups looks at per call (their bits, in the
+/// heap's `used_sets`), and used sets whose entries it checks per call:
+/// after a death the thread's table is covered over its next
+/// `SETS / SWEEP_SETS` slow paths and switches, so a burst of deaths costs
+/// each call O(1).
+const SWEEP_SETS: usize = 64;
+const SWEEP_USED_SETS: usize = 2;
 
 /// Drops group caches of dead groups: when a group died since the last
-/// look, starts a pass over the table, and goes on with the next
-/// `SWEEP_STEP` entries of the pass in progress.
+/// look, starts a pass over the table's sets, and goes on with the next
+/// sets of the pass in progress.
 ///
 /// # Safety
 /// Owner thread only.
@@ -1141,17 +1215,26 @@ pub unsafe fn sweep_dead_caches(h: *mut Heap) {
     unsafe {
         if epoch != (*h).death_seen {
             (*h).death_seen = epoch;
-            (*h).sweep_left = ENTRIES;
+            (*h).sweep_left = SETS;
         }
         if (*h).sweep_left == 0 || (*h).table.is_null() {
             (*h).sweep_left = 0;
             return;
         }
-        for _ in 0..SWEEP_STEP.min((*h).sweep_left) {
-            let i = (*h).sweep_at;
-            (*h).sweep_at = (i + 1) % ENTRIES;
+        let mut used = 0;
+        for _ in 0..SWEEP_SETS.min((*h).sweep_left) {
+            let set = (*h).sweep_at;
+            (*h).sweep_at = (set + 1) % SETS;
             (*h).sweep_left -= 1;
-            evict_if_dead(h, i);
+            if set_used(h, set) {
+                for i in ways_of(set) {
+                    evict_if_dead(h, i);
+                }
+                used += 1;
+                if used == SWEEP_USED_SETS {
+                    break;
+                }
+            }
         }
     }
 }
@@ -1165,10 +1248,8 @@ unsafe fn sweep_all_dead(h: *mut Heap) {
     unsafe {
         (*h).death_seen = group::DEATH_EPOCH.load(Ordering::Acquire);
         (*h).sweep_left = 0;
-        if !(*h).table.is_null() {
-            for i in 0..ENTRIES {
-                evict_if_dead(h, i);
-            }
+        for i in used_entries(h) {
+            evict_if_dead(h, i);
         }
     }
 }
