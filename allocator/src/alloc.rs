@@ -141,6 +141,12 @@ unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
                 return alloc_slow(d, class);
             }
         }
+        // Blocks other threads sent back are taken in at the first slow
+        // path after, not only when a list runs dry: slabs they empty go
+        // back, and their memory serves every class again.
+        if heap::remote_pending(heap) {
+            heap::collect_remote_frees(heap);
+        }
         if !cache::reserve_for(cache, class_size(class), (*heap).fallible > 0) {
             return (null_mut(), false);
         }

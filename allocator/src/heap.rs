@@ -553,6 +553,17 @@ unsafe fn collect_in_segments(h: *mut Heap, all: bool) -> bool {
     }
 }
 
+/// Whether other threads sent remote frees to this heap's segments since
+/// it last collected.
+///
+/// # Safety
+/// `h` is the calling thread's heap.
+#[inline]
+pub unsafe fn remote_pending(h: *mut Heap) -> bool {
+    // SAFETY: the caller's heap; the flag is atomic.
+    unsafe { (*h).pending.0.load(Ordering::Relaxed) }
+}
+
 /// Sends every chain of this thread's outbox.
 ///
 /// # Safety
