@@ -408,20 +408,25 @@ pub unsafe fn new_slab(h: *mut Heap, c: *mut Cache, class: usize) -> *mut Slab {
         let cl = &(*c).classes[class];
         let count = slab::slices_for(class, cl.slabs);
         let align = slab::span_align(class);
-        let mut seg = (*h).segments;
-        while !seg.is_null() {
-            let d = Segment::alloc_span(seg, count, align);
-            if !d.is_null() {
-                return activated(d);
+        // Resident (dirty) space first, in any segment: a slab made there
+        // faults in no page, and those pages do not sit resident waiting
+        // for a purge while fresh ones are touched.
+        for dirty_only in [true, false] {
+            let mut seg = (*h).segments;
+            while !seg.is_null() {
+                let d = Segment::alloc_span(seg, count, align, dirty_only);
+                if !d.is_null() {
+                    return activated(d);
+                }
+                seg = (*seg).next;
             }
-            seg = (*seg).next;
         }
         for _ in 0..4 {
             let seg = adopt_one(h);
             if seg.is_null() {
                 break;
             }
-            let d = Segment::alloc_span(seg, count, align);
+            let d = Segment::alloc_span(seg, count, align, false);
             if !d.is_null() {
                 return activated(d);
             }
@@ -431,7 +436,7 @@ pub unsafe fn new_slab(h: *mut Heap, c: *mut Cache, class: usize) -> *mut Slab {
             return null_mut();
         }
         link_segment(h, seg);
-        activated(Segment::alloc_span(seg, count, align))
+        activated(Segment::alloc_span(seg, count, align, false))
     }
 }
 

@@ -207,21 +207,48 @@ impl Segment {
             (*seg).free_slices += count;
         }
     }
+    /// The first free span (from the hint) that fits `count` slices at
+    /// `align`, dirty ones only when `dirty`; `SLICES` when none does.
+    ///
+    /// # Safety
+    /// The calling thread must own `seg`.
+    unsafe fn find_fit(seg: *mut Segment, count: usize, align: usize, dirty: bool) -> usize {
+        // SAFETY: owner-only read of the span tiling.
+        unsafe {
+            let mut i = (*seg).free_hint;
+            while i < SLICES {
+                let d = Self::desc(seg, i);
+                let n = (*d).slice_count as usize;
+                let at = (i + align - 1) & !(align - 1);
+                if (*d).state == SPAN_FREE && at + count <= i + n && (!dirty || (*d).dirty) {
+                    return i;
+                }
+                i += n.max(1);
+            }
+            SLICES
+        }
+    }
 
     /// Takes a span of `count` slices starting at a multiple of `align`
-    /// slices (first fit); null when none is free. Returns the span's
+    /// slices (first fit; among dirty spans only when `dirty_only`); null
+    /// when none is free. Returns the span's
     /// descriptor, whose `fresh` says whether its memory is untouched zeros.
     ///
     /// # Safety
     /// The calling thread must own `seg`; `align` is a power of two.
-    pub unsafe fn alloc_span(seg: *mut Segment, count: usize, align: usize) -> *mut Slab {
+    pub unsafe fn alloc_span(
+        seg: *mut Segment,
+        count: usize,
+        align: usize,
+        dirty_only: bool,
+    ) -> *mut Slab {
         // SAFETY: owner-only access to the descriptors; indices stay below
         // SLICES because spans tile the usable slices exactly.
         unsafe {
             if (*seg).free_slices < count {
                 return null_mut();
             }
-            let mut i = (*seg).free_hint;
+            let mut i = Self::find_fit(seg, count, align, dirty_only);
             while i < SLICES {
                 let d = Self::desc(seg, i);
                 let n = (*d).slice_count as usize;
@@ -374,11 +401,11 @@ mod tests {
         // SAFETY: this test owns the segment; spans stay in range.
         unsafe {
             // One unaligned slice first, so the aligned spans must skip.
-            let a = Segment::alloc_span(seg, 1, 1);
+            let a = Segment::alloc_span(seg, 1, 1, false);
             assert_eq!(Segment::index_of(seg, a), HEADER_SLICES);
             let mut aligned = Vec::new();
             for count in [1, 2, 4, 1, 3] {
-                let d = Segment::alloc_span(seg, count, 4);
+                let d = Segment::alloc_span(seg, count, 4, false);
                 let i = Segment::index_of(seg, d);
                 assert_eq!(i % 4, 0, "span of {count} at {i}");
                 assert_eq!((*d).slice_count as usize, count);
@@ -391,7 +418,7 @@ mod tests {
             }
             // The gaps before and after aligned spans are free spans still:
             // unaligned spans fill them first.
-            let gap = Segment::alloc_span(seg, 1, 1);
+            let gap = Segment::alloc_span(seg, 1, 1, false);
             assert_eq!(Segment::index_of(seg, gap), HEADER_SLICES + 1);
             let free_before = (*seg).free_slices;
             for d in aligned.into_iter().chain([a, gap]) {
