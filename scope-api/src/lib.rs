@@ -13,6 +13,7 @@ mod event;
 mod fork;
 mod future;
 mod group;
+mod prometheus;
 mod stats;
 pub mod thread;
 
@@ -22,4 +23,5 @@ pub use event::{Event, EventType};
 pub use future::{GroupExt, InGroup, Run};
 pub use group::{root, Group, GroupBuilder, OnExceed};
 pub use memcg_alloc::groups::{set_tunables, tunables, Tunables};
+pub use prometheus::prometheus;
 pub use stats::{report, ClassStats, Events, Stats};

@@ -177,9 +177,8 @@ pub fn report() -> String {
 }
 
 fn report_now() -> String {
-    let groups = live_groups();
     let mut out = String::new();
-    fn line(out: &mut String, g: &Group, depth: usize) {
+    for (g, depth) in live_tree() {
         let s = g.stats();
         let name = if g.is_root() { "/" } else { g.name() };
         let _ = writeln!(
@@ -201,6 +200,16 @@ fn report_now() -> String {
             w = 16usize.saturating_sub(depth * 2),
         );
     }
+    out
+}
+
+/// The root and every live group, depth first (parents before children,
+/// siblings in creation order), each with its depth (0 for the root).
+/// Handles are taken under the registry lock and returned after it, so
+/// groups built or dropped meanwhile on other threads are either listed
+/// (and kept alive by the returned handle) or not.
+pub(crate) fn live_tree() -> Vec<(Group, usize)> {
+    let groups = live_groups();
     // Children by parent id, in creation order: one pass, not one scan
     // of every group per group.
     let mut children: HashMap<u64, Vec<&Group>> = HashMap::new();
@@ -209,12 +218,13 @@ fn report_now() -> String {
             children.entry(p.node().id).or_default().push(g);
         }
     }
-    // Depth first, parents before children, with a stack of our own (a
-    // deep tree must not overflow the thread's).
+    // Depth first, with a stack of our own (a deep tree must not overflow
+    // the thread's).
     let root = root();
+    let mut out = Vec::with_capacity(groups.len() + 1);
     let mut stack: Vec<(&Group, usize)> = vec![(&root, 0)];
     while let Some((g, depth)) = stack.pop() {
-        line(&mut out, g, depth);
+        out.push((g.clone(), depth));
         if let Some(kids) = children.get(&g.node().id) {
             stack.extend(kids.iter().rev().map(|&c| (c, depth + 1)));
         }
