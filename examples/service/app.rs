@@ -36,7 +36,8 @@
 //! - `GET /groups`: `memcg::report()`, the tree of live groups.
 //! - `GET /groups/{tenant}`: the tenant group's `memory.stat`-like lines,
 //!   in exact bytes (`current`, `peak`, `max`, events).
-//! - `GET /metrics`: the group report (see the comment on the route).
+//! - `GET /metrics`: `memcg::prometheus()`, the live tree and the
+//!   allocator's figures in the Prometheus text format.
 //! - `GET /stats`: `key=value` lines about the process (allocator, worker
 //!   threads, thread count, `VmRSS`, `VmHWM`, `reserve_batch`).
 //! - `POST /shutdown`: stops the server.
@@ -495,9 +496,12 @@ async fn metrics(State(app): Shared) -> Response {
     if app.alloc == Allocator::Jemalloc {
         return no_groups(&app);
     }
-    // TODO: serve `memcg::prometheus()` (the Prometheus text exposition)
-    // once it exists; until then the group report stands in.
-    text(StatusCode::OK, memcg::report())
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        memcg::prometheus(),
+    )
+        .into_response()
 }
 
 /// `Name:   value kB` lines of `/proc/self/status`, as `name=value`.
