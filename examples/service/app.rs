@@ -281,11 +281,8 @@ fn insufficient_storage(e: &memcg::Exceeded) -> Response {
 }
 
 impl App {
-    fn tenant(&self, name: &str) -> Result<Arc<Tenant>, Response> {
-        self.tenants
-            .get(name)
-            .cloned()
-            .ok_or_else(|| text(StatusCode::NOT_FOUND, format!("no tenant {name:?}\n")))
+    fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
+        self.tenants.get(name).cloned()
     }
 
     /// Runs a request's handler in the tenant's group, cancelling it when
@@ -312,14 +309,17 @@ impl App {
 
 const MAX_KEY: usize = 256;
 
-fn check_key(key: &str) -> Result<(), Response> {
-    if key.is_empty() || key.len() > MAX_KEY {
-        return Err(text(
+fn no_tenant(name: &str) -> Response {
+    text(StatusCode::NOT_FOUND, format!("no tenant {name:?}\n"))
+}
+
+fn bad_key(key: &str) -> Option<Response> {
+    (key.is_empty() || key.len() > MAX_KEY).then(|| {
+        text(
             StatusCode::BAD_REQUEST,
             format!("keys are 1 to {MAX_KEY} bytes\n"),
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 /// Stores a copy of `value` at `key`; runs in the tenant's group.
@@ -360,11 +360,10 @@ async fn put_kv(
     Path((tenant, key)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let t = match app.tenant(&tenant) {
-        Ok(t) => t,
-        Err(r) => return r,
+    let Some(t) = app.tenant(&tenant) else {
+        return no_tenant(&tenant);
     };
-    if let Err(r) = check_key(&key) {
+    if let Some(r) = bad_key(&key) {
         return r;
     }
     app.in_tenant(&t, async { store(&app, &t, &key, &body) })
@@ -372,9 +371,8 @@ async fn put_kv(
 }
 
 async fn get_kv(State(app): Shared, Path((tenant, key)): Path<(String, String)>) -> Response {
-    let t = match app.tenant(&tenant) {
-        Ok(t) => t,
-        Err(r) => return r,
+    let Some(t) = app.tenant(&tenant) else {
+        return no_tenant(&tenant);
     };
     app.in_tenant(&t, async {
         let kv = t.kv();
@@ -452,9 +450,8 @@ fn transform(tenant: &str, body: &[u8]) -> Response {
 }
 
 async fn work(State(app): Shared, Path(tenant): Path<String>, body: Bytes) -> Response {
-    let t = match app.tenant(&tenant) {
-        Ok(t) => t,
-        Err(r) => return r,
+    let Some(t) = app.tenant(&tenant) else {
+        return no_tenant(&tenant);
     };
     app.in_tenant(&t, async { transform(&tenant, &body) }).await
 }
@@ -482,9 +479,8 @@ async fn groups(State(app): Shared) -> Response {
 }
 
 async fn group_stats(State(app): Shared, Path(tenant): Path<String>) -> Response {
-    let t = match app.tenant(&tenant) {
-        Ok(t) => t,
-        Err(r) => return r,
+    let Some(t) = app.tenant(&tenant) else {
+        return no_tenant(&tenant);
     };
     match &t.group {
         Some(g) => text(StatusCode::OK, format!("{}\n", g.stats())),
