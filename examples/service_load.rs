@@ -28,7 +28,8 @@
 //! `/proc/PID/status`, or of `GET /stats` with `--target`) and CPU time, the
 //! runaway's highest `current` and `peak` beside its `max` plus the slack
 //! (the server's threads x 2 x `reserve_batch`, docs/INTERNALS.md "Reserves
-//! and their slack"), the final group report (`GET /groups`), and one
+//! and their slack"), the final group report (`GET /groups`: the root,
+//! `tenants` and the runaway's line; `--full-report` for all), and one
 //! `summary key=value ...` line for scripts.
 //!
 //! `--assert` exits 1 unless every well-behaved request succeeded (2xx),
@@ -69,6 +70,7 @@ usage: service_load [--target ADDR | --server PATH | --jemalloc | --no-groups] [
                     [--tenants N] [--tenant-max BYTES] [--concurrency N] [--seconds S]
                     [--max-requests N] [--no-runaway] [--runaway-step BYTES] [--runaway-cap BYTES]
                     [--sample-ms MS] [--client-threads N] [--assert] [--compare REPS] [--label L]
+                    [--full-report]
 
   --target ADDR        drive a running server (loopback only) instead of starting one
   --server PATH        the server binary to start (default: `service` beside this binary)
@@ -87,7 +89,8 @@ usage: service_load [--target ADDR | --server PATH | --jemalloc | --no-groups] [
   --client-threads N   this program's tokio threads (default 1)
   --assert             exit 1 unless the acceptance conditions hold
   --compare REPS       run groups / no-groups / jemalloc, with and without the runaway, REPS times
-  --label L            the label of the summary line";
+  --label L            the label of the summary line
+  --full-report        print every tenant's line of the final group report";
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const RUNAWAY_KEYS: usize = 64;
@@ -143,6 +146,7 @@ struct Opts {
     assert: bool,
     compare: Option<usize>,
     label: Option<String>,
+    full_report: bool,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -164,6 +168,7 @@ fn parse_args() -> Result<Opts, String> {
         assert: false,
         compare: None,
         label: None,
+        full_report: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -197,6 +202,7 @@ fn parse_args() -> Result<Opts, String> {
             "--assert" => o.assert = true,
             "--compare" => o.compare = Some(num(&flag, value()?)?),
             "--label" => o.label = Some(value()?),
+            "--full-report" => o.full_report = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -688,6 +694,8 @@ struct Outcome {
     ra_peak: Option<u64>,
     ra_limit: Option<u64>,
     report: String,
+    /// The runaway's name in the report (`t199`).
+    report_tenant: String,
     metrics_lines: usize,
 }
 
@@ -803,7 +811,36 @@ impl Outcome {
         )
     }
 
-    fn print(&mut self, with_report: bool) {
+    /// The report's root and `tenants` lines, the runaway's (or the
+    /// first tenant's) and a count of the rest, unless `full`.
+    fn report_excerpt(&self, full: bool) -> String {
+        if full {
+            return self.report.clone();
+        }
+        let mut out = String::new();
+        let mut skipped = 0;
+        for line in self.report.lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            let keep = line.len() - line.trim_start().len() < 4
+                || name == self.report_tenant
+                || (name == "t0" && !self.runaway_on);
+            if keep {
+                out.push_str(line);
+                out.push('\n');
+            } else {
+                skipped += 1;
+            }
+        }
+        if skipped > 0 {
+            let _ = writeln!(
+                out,
+                "    ... {skipped} more tenants (--full-report shows them)"
+            );
+        }
+        out
+    }
+
+    fn print(&mut self, with_report: bool, full_report: bool) {
         let ms = |us: u32| us as f64 / 1000.0;
         let (wb50, wb99) = (self.wb.percentile(50.0), self.wb.percentile(99.0));
         let (ra50, ra99) = (self.ra.percentile(50.0), self.ra.percentile(99.0));
@@ -869,7 +906,7 @@ impl Outcome {
         }
         if with_report {
             println!("group report (GET /groups):");
-            print!("{}", self.report);
+            print!("{}", self.report_excerpt(full_report));
             println!("GET /metrics: {} lines", self.metrics_lines);
         }
         println!("{}", self.summary());
@@ -994,6 +1031,7 @@ async fn run_load(o: &Opts, addr: SocketAddr, pid: Option<u32>, label: String) -
         ra_peak,
         ra_limit,
         report,
+        report_tenant: format!("t{runaway_tenant}"),
         metrics_lines: metrics.lines().count(),
     }
 }
@@ -1249,7 +1287,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    out.print(true);
+    out.print(true, o.full_report);
     if o.assert {
         let f = out.failures();
         if f.is_empty() {
