@@ -12,7 +12,9 @@
 //!   two `GET`s of keys it stored and one `POST /work` of a small JSON body.
 //! - One more connection is the runaway (the last tenant): `PUT`s of ever
 //!   larger values (`--runaway-step` more bytes each time, 16 KiB by
-//!   default, up to `--runaway-cap`, 1 MiB) on 64 keys in turn.
+//!   default, up to `--runaway-cap`, 1 MiB) on 64 keys in turn, one after
+//!   the other as fast as they are answered (`--runaway-rate N`: at most N
+//!   a second).
 //! - One more samples `GET /groups/{runaway}` every `--sample-ms` (20 ms) to
 //!   record the highest `current` of the runaway's group; at the end
 //!   `GET /metrics` gives its `peak`.
@@ -69,6 +71,7 @@ const USAGE: &str = "\
 usage: service_load [--target ADDR | --server PATH | --jemalloc | --no-groups] [--workers N]
                     [--tenants N] [--tenant-max BYTES] [--concurrency N] [--seconds S]
                     [--max-requests N] [--no-runaway] [--runaway-step BYTES] [--runaway-cap BYTES]
+                    [--runaway-rate N]
                     [--sample-ms MS] [--client-threads N] [--assert] [--compare REPS] [--label L]
                     [--full-report]
 
@@ -85,6 +88,7 @@ usage: service_load [--target ADDR | --server PATH | --jemalloc | --no-groups] [
   --no-runaway         no runaway tenant
   --runaway-step BYTES the runaway's value grows by this much per request (default 16K)
   --runaway-cap BYTES  ... up to this size (default 1M)
+  --runaway-rate N     at most N runaway requests a second (default 0: as fast as answered)
   --sample-ms MS       how often the runaway's group is read (default 20)
   --client-threads N   this program's tokio threads (default 1)
   --assert             exit 1 unless the acceptance conditions hold
@@ -141,6 +145,7 @@ struct Opts {
     runaway: bool,
     runaway_step: usize,
     runaway_cap: usize,
+    runaway_rate: f64,
     sample_ms: u64,
     client_threads: usize,
     assert: bool,
@@ -163,6 +168,7 @@ fn parse_args() -> Result<Opts, String> {
         runaway: true,
         runaway_step: 16 << 10,
         runaway_cap: 1 << 20,
+        runaway_rate: 0.0,
         sample_ms: 20,
         client_threads: 1,
         assert: false,
@@ -197,6 +203,7 @@ fn parse_args() -> Result<Opts, String> {
             "--no-runaway" => o.runaway = false,
             "--runaway-step" => o.runaway_step = parse_bytes(&value()?)?,
             "--runaway-cap" => o.runaway_cap = parse_bytes(&value()?)?,
+            "--runaway-rate" => o.runaway_rate = num(&flag, value()?)?,
             "--sample-ms" => o.sample_ms = num(&flag, value()?)?,
             "--client-threads" => o.client_threads = num(&flag, value()?)?,
             "--assert" => o.assert = true,
@@ -225,6 +232,9 @@ fn parse_args() -> Result<Opts, String> {
         return Err(
             "--tenants at least 2; --concurrency, --client-threads, --workers at least 1".into(),
         );
+    }
+    if !(o.runaway_rate >= 0.0) {
+        return Err("--runaway-rate: 0 or more".into());
     }
     if o.runaway_step == 0 || o.runaway_cap < o.runaway_step || o.sample_ms == 0 {
         return Err("--runaway-step, --sample-ms above 0; --runaway-cap at least the step".into());
@@ -502,15 +512,22 @@ async fn well_behaved(
 async fn runaway(
     addr: SocketAddr,
     tenant: usize,
-    step: usize,
-    cap: usize,
+    (step, cap, rate): (usize, usize, f64),
     limits: Arc<Limits>,
     values: Bytes,
 ) -> Class {
     let mut conn = Conn::new(addr);
     let mut class = Class::default();
     let mut i = 0usize;
-    while limits.next() {
+    let start = Instant::now();
+    loop {
+        if rate > 0.0 {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(due.min(limits.deadline).into()).await;
+        }
+        if !limits.next() {
+            break;
+        }
         let len = step.saturating_mul(i + 1).min(cap);
         let path = format!("/t/t{tenant}/kv/r{}", i % RUNAWAY_KEYS);
         let t0 = Instant::now();
@@ -958,8 +975,7 @@ async fn run_load(o: &Opts, addr: SocketAddr, pid: Option<u32>, label: String) -
         tokio::spawn(runaway(
             addr,
             runaway_tenant,
-            o.runaway_step,
-            o.runaway_cap,
+            (o.runaway_step, o.runaway_cap, o.runaway_rate),
             limits.clone(),
             values.clone(),
         ))
@@ -1114,8 +1130,16 @@ fn compare(o: &Opts, reps: usize) -> bool {
     let mut rows = Vec::new();
     println!(
         "== compare: {reps} repetitions x 3 servers x (runaway on, off), {} s each, {} tenants, \
-         concurrency {}, {} server workers",
-        o.seconds, o.tenants, o.concurrency, o.workers
+         concurrency {}, {} server workers, runaway rate {}",
+        o.seconds,
+        o.tenants,
+        o.concurrency,
+        o.workers,
+        if o.runaway_rate > 0.0 {
+            format!("{}/s", o.runaway_rate)
+        } else {
+            "unpaced".into()
+        }
     );
     for rep in 0..reps {
         for k in 0..servers.len() {
