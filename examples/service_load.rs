@@ -233,7 +233,7 @@ fn parse_args() -> Result<Opts, String> {
             "--tenants at least 2; --concurrency, --client-threads, --workers at least 1".into(),
         );
     }
-    if !(o.runaway_rate >= 0.0) {
+    if o.runaway_rate.is_nan() || o.runaway_rate < 0.0 {
         return Err("--runaway-rate: 0 or more".into());
     }
     if o.runaway_step == 0 || o.runaway_cap < o.runaway_step || o.sample_ms == 0 {
