@@ -1424,12 +1424,13 @@ fn main() {
                 .unwrap_or_else(|_| results.join("raw.csv").display().to_string())
         }
     );
-    // The "Group scale" section is `--group-scale`'s: keep the one there is.
-    let kept = fs::read_to_string(&out_md)
-        .ok()
-        .and_then(|old| memcg_bench::scale::report::section_of(&old));
-    if let Some(sec) = kept {
-        md = memcg_bench::scale::report::splice(&md, &sec);
+    // The "Group scale" section is `--group-scale`'s and "Service" is
+    // `bench-suite/service.sh`'s: keep the ones there are.
+    let old = fs::read_to_string(&out_md).unwrap_or_default();
+    for heading in [memcg_bench::scale::report::HEADING, "## Service"] {
+        if let Some(sec) = memcg_bench::scale::report::section_named(&old, heading) {
+            md = memcg_bench::scale::report::splice_named(&md, heading, &sec);
+        }
     }
     fs::write(&out_md, md).expect("write report");
     eprintln!("== wrote {} and {}", out_md.display(), results.display());

@@ -584,8 +584,13 @@ fn table(rows: &[Row]) -> String {
 
 /// The section of `doc` under [`HEADING`], up to the next `## ` heading.
 pub fn section_of(doc: &str) -> Option<String> {
+    section_named(doc, HEADING)
+}
+
+/// The section of `doc` under `heading`, up to the next `## ` heading.
+pub fn section_named(doc: &str, heading: &str) -> Option<String> {
     let lines: Vec<&str> = doc.lines().collect();
-    let start = lines.iter().position(|l| l.trim_end() == HEADING)?;
+    let start = lines.iter().position(|l| l.trim_end() == heading)?;
     let end = lines[start + 1..]
         .iter()
         .position(|l| l.starts_with("## "))
@@ -597,6 +602,12 @@ pub fn section_of(doc: &str) -> Option<String> {
 /// has none, with `section` put before "## Workloads in detail" (or before
 /// "## Failures and checksum mismatches", or at the end).
 pub fn splice(doc: &str, section: &str) -> String {
+    splice_named(doc, HEADING, section)
+}
+
+/// `doc` with its `heading` section replaced by `section` (or put where
+/// [`splice`] puts a new one).
+pub fn splice_named(doc: &str, heading: &str, section: &str) -> String {
     let section = format!("{}\n", section.trim_end());
     let lines: Vec<&str> = doc.lines().collect();
     let join = |ls: &[&str]| {
@@ -606,7 +617,7 @@ pub fn splice(doc: &str, section: &str) -> String {
         }
         s
     };
-    if let Some(start) = lines.iter().position(|l| l.trim_end() == HEADING) {
+    if let Some(start) = lines.iter().position(|l| l.trim_end() == heading) {
         let end = lines[start + 1..]
             .iter()
             .position(|l| l.starts_with("## "))
