@@ -73,6 +73,9 @@ pub unsafe fn alloc_small(cache: *mut Cache, class: usize) -> *mut u8 {
 
 /// Records the owner of a block just handed out from a shared slab, and
 /// returns the block.
+///
+/// # Safety
+/// `s` is a shared slab of the calling thread and `b` a block of it just handed out.
 #[inline(never)]
 unsafe fn tag_block(s: *mut Slab, b: *mut u8, tag: u32) -> *mut u8 {
     // SAFETY: the caller passes a shared slab and one of its blocks.
@@ -117,6 +120,9 @@ pub unsafe fn alloc_zeroed(cache: *mut Cache, class: usize) -> *mut u8 {
 /// The slow path: charge the reserve, refill the head slab, move on to the
 /// next, or make a new one. Returns the block and whether it reads as zero
 /// past its first word.
+///
+/// # Safety
+/// As for [`alloc_small`].
 #[inline(never)]
 unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
     // SAFETY: owner-only access to the thread's heap, cache and slabs.

@@ -179,6 +179,8 @@ impl Cache {
     }
 }
 
+/// # Safety
+/// `cache` is a live cache (or the placeholder's) and `class < NUM_CLASSES`.
 #[inline(always)]
 pub unsafe fn class_list(cache: *mut Cache, class: usize) -> *mut ClassList {
     // SAFETY: the caller passes class < NUM_CLASSES.
@@ -241,6 +243,9 @@ unsafe fn add_charged(cache: *mut Cache, delta: isize) {
 
 /// Charges the group for at least `need` more bytes of reserve: a batch
 /// when the limits allow, else exactly what is needed. False when denied.
+///
+/// # Safety
+/// Owner thread only; `cache` is one of its live caches.
 #[inline(never)]
 unsafe fn refill(cache: *mut Cache, need: isize, fallible: bool) -> bool {
     // SAFETY: owner-only; the cache's node is live (the cache holds it).
@@ -271,6 +276,9 @@ unsafe fn refill(cache: *mut Cache, need: isize, fallible: bool) -> bool {
 /// refused otherwise). The fast path may take only the reserve as of the
 /// last look, so a reserve of a few blocks would send every few
 /// allocations down the slow path even while frees keep refilling it.
+///
+/// # Safety
+/// Owner thread only; `cache` is one of its live caches.
 #[inline(never)]
 unsafe fn top_up(cache: *mut Cache) {
     // SAFETY: owner-only; the cache's node is live (the cache holds it).
@@ -439,6 +447,9 @@ pub unsafe fn credit(cache: *mut Cache, bytes: usize) {
 /// trim it to one batch. It is trimmed even when allocations since the
 /// last look kept it just below, so the next look is a batch away rather
 /// than a few frees.
+///
+/// # Safety
+/// Owner thread only; `cache` is one of its live caches.
 #[inline(never)]
 unsafe fn credit_slow(cache: *mut Cache) {
     // SAFETY: owner-only.
@@ -480,6 +491,9 @@ pub unsafe fn after_free(s: *mut Slab) {
 }
 
 /// Unlinks an empty slab and gives its span back to the segment.
+///
+/// # Safety
+/// Owner thread only; `s` is an empty slab on `cl`'s partial list.
 unsafe fn release(cl: *mut ClassList, s: *mut Slab) {
     // SAFETY: owner-only; the slab holds no live block.
     unsafe {
@@ -565,6 +579,9 @@ pub unsafe fn adopt_slab(cache: *mut Cache, s: *mut Slab) {
 
 /// Makes `s` (or the empty sentinel) the allocation head, keeping the
 /// slabs' `list` marks right.
+///
+/// # Safety
+/// Owner thread only; `s` is a slab of `cl`'s class on `cl`'s partial list.
 unsafe fn set_head(cl: *mut ClassList, s: *mut Slab) {
     // SAFETY: owner-only; the sentinel is never written.
     unsafe {
@@ -583,6 +600,8 @@ unsafe fn set_head(cl: *mut ClassList, s: *mut Slab) {
     }
 }
 
+/// # Safety
+/// Owner thread only; `s` is a slab of `cl`'s class on no list.
 unsafe fn push_partial_front(cl: *mut ClassList, s: *mut Slab) {
     // SAFETY: owner-only list edit.
     unsafe {
@@ -597,6 +616,9 @@ unsafe fn push_partial_front(cl: *mut ClassList, s: *mut Slab) {
 }
 
 /// Inserts after the head, so the slab being allocated from stays first.
+///
+/// # Safety
+/// Owner thread only; `s` is a slab of `cl`'s class on no list.
 unsafe fn push_partial_second(cl: *mut ClassList, s: *mut Slab) {
     // SAFETY: owner-only list edit.
     unsafe {
@@ -616,6 +638,8 @@ unsafe fn push_partial_second(cl: *mut ClassList, s: *mut Slab) {
     }
 }
 
+/// # Safety
+/// Owner thread only; `s` is on `cl`'s partial list.
 unsafe fn unlink_partial(cl: *mut ClassList, s: *mut Slab) {
     // SAFETY: owner-only list edit; `s` is on the partial list.
     unsafe {
@@ -634,6 +658,8 @@ unsafe fn unlink_partial(cl: *mut ClassList, s: *mut Slab) {
     }
 }
 
+/// # Safety
+/// Owner thread only; `s` is a slab of `cl`'s class on no list.
 unsafe fn push_full(cl: *mut ClassList, s: *mut Slab) {
     // SAFETY: owner-only list edit.
     unsafe {
@@ -648,6 +674,8 @@ unsafe fn push_full(cl: *mut ClassList, s: *mut Slab) {
     }
 }
 
+/// # Safety
+/// Owner thread only; `s` is on `cl`'s full list.
 unsafe fn unlink_full(cl: *mut ClassList, s: *mut Slab) {
     // SAFETY: owner-only list edit; `s` is on the full list.
     unsafe {

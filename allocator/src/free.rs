@@ -131,6 +131,9 @@ unsafe fn tagged_free(s: *mut Slab, b: *mut Block, cache: *mut cache::Cache) {
 /// A free into a slab that is not on the current cache's lists: another
 /// cache of this thread's, an orphan of this thread's, or another
 /// thread's.
+///
+/// # Safety
+/// `b` is a live block of slab `s` in segment `seg`, not on the current cache's lists.
 #[inline(never)]
 unsafe fn free_other(seg: *mut Segment, s: *mut Slab, b: *mut Block) {
     // SAFETY: the block is live, so its slab and segment are.
@@ -165,6 +168,10 @@ fn bad_free(double: bool) -> ! {
 /// A free by a thread that does not own the slab: the group is credited
 /// now, and the block joins this thread's outbox for the owner (see
 /// `remote`).
+///
+/// # Safety
+/// `h` is the calling thread's heap (or the placeholder), which does not own `seg`; `b` is a live
+/// block of slab `s` in `seg`.
 #[inline(never)]
 unsafe fn remote_free(h: *mut heap::Heap, seg: *mut Segment, s: *mut Slab, b: *mut Block) {
     // SAFETY: the block is live until pushed, so the slab and segment are;

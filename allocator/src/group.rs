@@ -487,6 +487,9 @@ impl GroupNode {
     /// threads that see all three, exactly one frees it. SeqCst on `refs`,
     /// `current` and `dead` makes the last change to any of them see the
     /// others' final values.
+    ///
+    /// # Safety
+    /// `node` is a live record (not yet freed).
     unsafe fn maybe_free(node: *mut GroupNode) {
         // SAFETY: the record is type-stable table memory; the `freed` swap
         // picks one freer.
@@ -681,6 +684,9 @@ impl GroupNode {
     }
 
     /// Peak and upward `high` crossing of a charge that stood.
+    ///
+    /// # Safety
+    /// `n` is a live record.
     unsafe fn note_growth(n: *mut GroupNode, old: usize, new: usize) {
         // SAFETY: as in `charge`.
         unsafe {
@@ -698,6 +704,9 @@ impl GroupNode {
     }
 
     /// Undoes a charge from `node` up to, not including, `stop`.
+    ///
+    /// # Safety
+    /// `node`..`stop` (exclusive) is a chain of live records each charged `bytes` by the caller.
     unsafe fn rollback(node: *mut GroupNode, stop: *mut GroupNode, bytes: usize, small: bool) {
         let mut n = node;
         // SAFETY: as in `charge` (the charge being undone keeps them live).
@@ -753,6 +762,9 @@ impl GroupNode {
 
     /// Counts an event at `level` (local) and on it and its ancestors
     /// (hierarchical), then runs hooks.
+    ///
+    /// # Safety
+    /// `level` is a live record.
     unsafe fn count_event(level: *mut GroupNode, kind: EventKind) {
         // SAFETY: as in `charge`.
         unsafe {
@@ -770,6 +782,8 @@ impl GroupNode {
         }
     }
 
+    /// # Safety
+    /// `level` is a live record.
     #[allow(clippy::too_many_arguments)]
     unsafe fn note_exceed(
         origin: *mut GroupNode,

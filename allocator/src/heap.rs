@@ -325,6 +325,9 @@ extern "C" fn on_thread_exit(p: *mut libc::c_void) {
 
 /// Gives up a heap: empty slabs go back, its segments are abandoned for
 /// adoption, the record returns to the pool.
+///
+/// # Safety
+/// `h` is the exiting thread's heap, no longer reachable from it.
 unsafe fn abandon(h: *mut Heap) {
     // SAFETY: the exiting thread owns the heap and its segments.
     unsafe {
@@ -369,6 +372,8 @@ unsafe fn abandon(h: *mut Heap) {
 
 // --- segments and slabs ---
 
+/// # Safety
+/// Owner thread only; `seg` is on no heap's list.
 unsafe fn link_segment(h: *mut Heap, seg: *mut Segment) {
     // SAFETY: owner-only list edit.
     unsafe {
@@ -381,6 +386,8 @@ unsafe fn link_segment(h: *mut Heap, seg: *mut Segment) {
     }
 }
 
+/// # Safety
+/// Owner thread only; `seg` is on `h`'s list.
 unsafe fn unlink_segment(h: *mut Heap, seg: *mut Segment) {
     // SAFETY: owner-only list edit.
     unsafe {
@@ -440,6 +447,8 @@ pub unsafe fn new_slab(h: *mut Heap, c: *mut Cache, class: usize) -> *mut Slab {
     }
 }
 
+/// # Safety
+/// `d` is a span just taken for a slab.
 unsafe fn activated(d: *mut Slab) -> *mut Slab {
     // SAFETY: `d` is a span just taken.
     unsafe { counters::note_active(((*d).slice_count as usize * SLICE_SIZE) as isize) };
@@ -447,6 +456,9 @@ unsafe fn activated(d: *mut Slab) -> *mut Slab {
 }
 
 /// Takes one abandoned segment into the heap; null when there is none.
+///
+/// # Safety
+/// `h` is the calling thread's heap.
 unsafe fn adopt_one(h: *mut Heap) -> *mut Segment {
     let first = ABANDONED_SEGMENTS.take_all().cast::<Segment>();
     if first.is_null() {
@@ -478,6 +490,9 @@ unsafe fn adopt_one(h: *mut Heap) -> *mut Segment {
 
 /// Makes an abandoned segment this heap's: its slabs join the heap's caches,
 /// empty ones go back.
+///
+/// # Safety
+/// `h` is the calling thread's heap; `seg` was taken from the abandoned stack.
 unsafe fn adopt_segment(h: *mut Heap, seg: *mut Segment) {
     // SAFETY: the segment was taken from the abandoned stack, so no other
     // heap owns it; Acquire on the take made the previous owner's writes
@@ -530,11 +545,15 @@ pub unsafe fn collect_remote_frees(h: *mut Heap) -> bool {
     }
 }
 
+/// # Safety
+/// Owner thread only.
 unsafe fn collect_remote_frees_all(h: *mut Heap) -> bool {
     // SAFETY: owner-only.
     unsafe { collect_in_segments(h, true) }
 }
 
+/// # Safety
+/// Owner thread only.
 unsafe fn collect_in_segments(h: *mut Heap, all: bool) -> bool {
     // SAFETY: owner-only walk of this heap's segments. Lowering the flag
     // before reading the inboxes pairs with a sender's push before its look
@@ -637,6 +656,8 @@ pub fn purge_delay_ms() -> u64 {
     PURGE_DELAY_MS.load(Ordering::Relaxed)
 }
 
+/// # Safety
+/// Owner thread only.
 unsafe fn maybe_purge(h: *mut Heap) {
     // SAFETY: owner-only.
     unsafe {
@@ -695,6 +716,9 @@ fn purge_abandoned(older_than: u64) {
 
 /// Purges free spans freed at or before `older_than`, and unmaps segments
 /// left with no slab (keeping one when purging on a timer).
+///
+/// # Safety
+/// Owner thread only.
 unsafe fn purge_heap(h: *mut Heap, older_than: u64) {
     // SAFETY: owner-only walk of this heap's segments.
     unsafe {
@@ -841,6 +865,9 @@ unsafe fn free_table(t: *mut GroupTable) {
 }
 
 /// The entry at `i` of the heap's (mapped) table.
+///
+/// # Safety
+/// Owner thread only (or a reader of atomics); `h` has a table and `i < ENTRIES`.
 #[inline]
 unsafe fn entry(h: *mut Heap, i: usize) -> *mut GroupCache {
     // SAFETY: the caller passes i < ENTRIES and a heap with a table.
@@ -1270,6 +1297,8 @@ unsafe fn sweep_all_dead(h: *mut Heap) {
     }
 }
 
+/// # Safety
+/// Owner thread only; `h` has a table and `i < ENTRIES`.
 unsafe fn evict_if_dead(h: *mut Heap, i: usize) {
     // SAFETY: owner-only; an entry's node is held by it.
     unsafe {

@@ -144,6 +144,9 @@ pub unsafe fn send_one(seg: *mut Segment, b: *mut Block) -> SentTo {
 }
 
 /// Pushes slot `i`'s chain onto its segment's inbox and empties the slot.
+///
+/// # Safety
+/// `o` is the calling thread's outbox and slot `i` holds a chain.
 unsafe fn send(o: *mut Outbox, i: usize) -> SentTo {
     // SAFETY: slot `i` holds a chain of live blocks of `seg[i]`.
     unsafe {
@@ -159,6 +162,10 @@ unsafe fn send(o: *mut Outbox, i: usize) -> SentTo {
 /// Pushes the chain `head..=tail` (linked by [`encode`], `tail`'s link
 /// still to be written) onto `seg`'s inbox; returns the owner word read
 /// before the push.
+///
+/// # Safety
+/// `head..=tail` is a chain of live blocks of `seg` linked by [`encode`], given up by the caller;
+/// nothing of it may be touched after this returns.
 unsafe fn push(seg: *mut Segment, head: *mut Block, tail: *mut Block) -> SentTo {
     // SAFETY: the chain's blocks are live, so the segment is mapped until
     // the CAS publishes them; nothing of it is touched after.

@@ -174,6 +174,8 @@ impl Segment {
         }
     }
 
+    /// # Safety
+    /// `seg` is a live segment and `idx < SLICES`.
     #[inline(always)]
     pub unsafe fn desc(seg: *mut Segment, idx: usize) -> *mut Slab {
         // SAFETY: the caller passes HEADER_SLICES <= idx < SLICES, so the
@@ -182,12 +184,18 @@ impl Segment {
     }
 
     /// The index of a descriptor within its segment.
+    ///
+    /// # Safety
+    /// `d` is a descriptor of the live segment `seg`.
     #[inline(always)]
     pub unsafe fn index_of(seg: *mut Segment, d: *mut Slab) -> usize {
         (d as usize - seg as usize) >> DESC_SHIFT
     }
 
     /// Marks slices `idx..idx+count` a free span.
+    ///
+    /// # Safety
+    /// The calling thread owns `seg`; the slices `idx..idx + count` are free and on no list.
     unsafe fn make_free_span(seg: *mut Segment, idx: usize, count: usize, dirty: bool, at: u64) {
         // SAFETY: the caller owns the segment and the slices are in range.
         unsafe {
@@ -306,6 +314,9 @@ impl Segment {
 
     /// Adds slices `idx..idx+count` as a free span of the given dirtiness,
     /// merged with neighbouring free spans of the same dirtiness.
+    ///
+    /// # Safety
+    /// The calling thread owns `seg`; the slices `idx..idx + count` hold no live block.
     unsafe fn insert_free(
         seg: *mut Segment,
         mut idx: usize,

@@ -189,6 +189,10 @@ pub fn init_secret() {
 /// Stores a free-list link: the next block's address XOR the slab's key,
 /// so a buffer overflow or a use after free that reads or writes a free
 /// block's first word does not see or plant a plain pointer.
+///
+/// # Safety
+/// `b` is a free block of slab `s`, owned by the caller (its owner thread, or the thread giving it
+/// up).
 #[inline(always)]
 pub unsafe fn link(s: *mut Slab, b: *mut Block, next: *mut Block) {
     // SAFETY: the caller passes a free block of slab `s`.
@@ -203,6 +207,9 @@ pub fn chain_key() -> usize {
 }
 
 /// Reads a free-list link written by [`link`].
+///
+/// # Safety
+/// `b` is a free block of slab `s` whose link was written by [`link`].
 #[inline(always)]
 pub unsafe fn next_of(s: *mut Slab, b: *mut Block) -> *mut Block {
     // SAFETY: the caller passes a free block of slab `s`.
@@ -268,6 +275,9 @@ fn tag_pool(capacity: u32) -> Option<&'static MetaPool> {
 }
 
 /// The index of block `b` in slab `s`.
+///
+/// # Safety
+/// `b` points into slab `s`.
 #[inline(always)]
 pub unsafe fn block_index(s: *mut Slab, b: *mut u8) -> usize {
     // SAFETY: the caller passes a block of `s`.
