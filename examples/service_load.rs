@@ -51,6 +51,9 @@
 //! target/release/examples/service_load --seconds 4 --assert
 //! ```
 
+#[path = "service/bytes.rs"]
+mod bytes;
+use bytes::parse_bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
@@ -99,19 +102,6 @@ usage: service_load [--target ADDR | --server PATH | --jemalloc | --no-groups] [
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const RUNAWAY_KEYS: usize = 64;
 const WB_KEYS: u32 = 16;
-
-fn parse_bytes(s: &str) -> Result<usize, String> {
-    let (num, mul) = match s.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&s[..i], 1usize << 10),
-        Some((i, 'm' | 'M')) => (&s[..i], 1 << 20),
-        Some((i, 'g' | 'G')) => (&s[..i], 1 << 30),
-        _ => (s, 1),
-    };
-    num.parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(mul))
-        .ok_or_else(|| format!("not a byte count: {s:?}"))
-}
 
 /// Which server to start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

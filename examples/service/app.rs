@@ -52,6 +52,8 @@
 //! so a cancelled request never leaves it half changed. A tenant's state is
 //! dropped in its group when the server stops.
 
+#[path = "bytes.rs"]
+mod bytes;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, StatusCode};
@@ -59,6 +61,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
+use bytes::parse_bytes;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, TryReserveError};
 use std::fmt::Write as _;
@@ -113,20 +116,6 @@ struct Config {
     max_body: usize,
     exit_after: Duration,
     exit_on_eof: bool,
-}
-
-/// `123`, `64K`, `16M`, `1G` (binary multiples).
-fn parse_bytes(s: &str) -> Result<usize, String> {
-    let (num, mul) = match s.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&s[..i], 1usize << 10),
-        Some((i, 'm' | 'M')) => (&s[..i], 1 << 20),
-        Some((i, 'g' | 'G')) => (&s[..i], 1 << 30),
-        _ => (s, 1),
-    };
-    num.parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(mul))
-        .ok_or_else(|| format!("not a byte count: {s:?}"))
 }
 
 impl Config {
