@@ -11,6 +11,7 @@
 //! crate and are freed at death.
 
 use crate::atomic_stack::{AtomicStack, Link};
+use crate::death_log;
 use crate::meta_pool::MetaPool;
 use crate::os;
 use crate::root_charge;
@@ -180,8 +181,6 @@ unsafe impl Sync for ClassUsage {}
 static INFOS: MetaPool = MetaPool::new(core::mem::size_of::<GroupInfo>());
 static CLASS_USAGES: MetaPool = MetaPool::new(core::mem::size_of::<ClassUsage>());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-/// Bumped when a group dies, so threads know to drop caches of dead groups.
-pub static DEATH_EPOCH: AtomicU64 = AtomicU64::new(0);
 
 // --- the node table: index -> record ---
 
@@ -539,7 +538,8 @@ impl GroupNode {
             if !info.is_null() {
                 INFOS.free(info.cast());
             }
-            DEATH_EPOCH.fetch_add(1, Ordering::Release);
+            // Threads drop their caches of it when they read the log.
+            death_log::record((*node).index);
             Self::release(node);
         }
     }

@@ -17,7 +17,7 @@ use crate::os;
 use crate::remote::{self, Outbox};
 use crate::segment::{self, Segment, ABANDONED_SEGMENTS};
 use crate::slab::{Slab, LIST_ORPHAN, SPAN_SLAB};
-use crate::{counters, slab};
+use crate::{counters, death_log, slab};
 use core::cell::Cell;
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
@@ -57,7 +57,7 @@ pub struct Heap {
     pub clock: u64,
     /// Nesting depth of `fallible` sections: over-limit charges fail.
     pub fallible: u32,
-    /// The group death epoch this heap last looked at.
+    /// Deaths in the `death_log` this heap has looked at (a count).
     pub death_seen: u64,
     /// Entries left in the current sweep for dead groups, and where it is.
     pub sweep_left: usize,
@@ -282,7 +282,7 @@ pub fn init_thread() -> *mut Heap {
                 used_sets: [const { AtomicU64::new(0) }; SETS / 64],
                 clock: 0,
                 fallible: 0,
-                death_seen: group::DEATH_EPOCH.load(Ordering::Acquire),
+                death_seen: death_log::deaths(),
                 sweep_left: 0,
                 sweep_at: 0,
                 segments: null_mut(),
@@ -1238,29 +1238,33 @@ pub fn flush() {
     }
 }
 
-/// Sets a sweep for dead groups looks at per call (their bits, in the
-/// heap's `used_sets`), and used sets whose entries it checks per call:
-/// after a death the thread's table is covered over its next
-/// `SETS / SWEEP_SETS` slow paths and switches, so a burst of deaths costs
-/// each call O(1).
+/// Deaths from the log a call looks up, at most: a burst of deaths is
+/// taken in over the next calls.
+const DEATHS_PER_CALL: u64 = 16;
+/// Sets a sweep of the whole table (after the thread lost track of the
+/// log) looks at per call (their bits, in the heap's `used_sets`), and used
+/// sets whose entries it checks per call: the table is covered over the
+/// next `SETS / SWEEP_SETS` slow paths and switches, O(1) each.
 const SWEEP_SETS: usize = 64;
 const SWEEP_USED_SETS: usize = 2;
 
-/// Drops group caches of dead groups: when a group died since the last
-/// look, starts a pass over the table's sets, and goes on with the next
-/// sets of the pass in progress.
+/// Drops group caches of dead groups: looks up each death the thread has
+/// not seen in the `death_log` (one set of the table each), and when it has
+/// lost track of the log, sweeps the whole table over its next calls.
 ///
 /// # Safety
 /// Owner thread only.
 pub unsafe fn sweep_dead_caches(h: *mut Heap) {
-    let epoch = group::DEATH_EPOCH.load(Ordering::Acquire);
+    let end = death_log::deaths();
     // SAFETY: owner-only walk of the heap's table.
     unsafe {
-        if epoch != (*h).death_seen {
-            (*h).death_seen = epoch;
-            (*h).sweep_left = SETS;
+        if end != (*h).death_seen {
+            take_in_deaths(h, end);
         }
-        if (*h).sweep_left == 0 || (*h).table.is_null() {
+        if (*h).sweep_left == 0 {
+            return;
+        }
+        if (*h).table.is_null() {
             (*h).sweep_left = 0;
             return;
         }
@@ -1282,6 +1286,50 @@ pub unsafe fn sweep_dead_caches(h: *mut Heap) {
     }
 }
 
+/// Looks up deaths `death_seen..end` of the log in the table, at most
+/// [`DEATHS_PER_CALL`] of them; starts a whole-table sweep when they are
+/// no longer all in the log.
+///
+/// # Safety
+/// Owner thread only.
+#[inline(never)]
+unsafe fn take_in_deaths(h: *mut Heap, end: u64) {
+    // SAFETY: owner-only access to the table; a record named by the log is
+    // type-stable memory, and an entry found for it holds a reference.
+    unsafe {
+        let mut seq = (*h).death_seen;
+        if (*h).table.is_null() {
+            (*h).death_seen = end;
+            return;
+        }
+        if end - seq > death_log::LOG {
+            (*h).death_seen = end;
+            (*h).sweep_left = SETS;
+            return;
+        }
+        let stop = end.min(seq + DEATHS_PER_CALL);
+        while seq < stop {
+            match death_log::read(seq) {
+                death_log::Death::Index(index) => {
+                    // The index may have been reused by a newer group by
+                    // now: `evict_if_dead` checks the entry's own record.
+                    if let Some(i) = lookup(h, group::node_at(index)) {
+                        evict_if_dead(h, i);
+                    }
+                }
+                death_log::Death::NotYet => break,
+                death_log::Death::Lost => {
+                    (*h).death_seen = end;
+                    (*h).sweep_left = SETS;
+                    return;
+                }
+            }
+            seq += 1;
+        }
+        (*h).death_seen = seq;
+    }
+}
+
 /// Drops every group cache of a dead group now (`flush`).
 ///
 /// # Safety
@@ -1289,7 +1337,7 @@ pub unsafe fn sweep_dead_caches(h: *mut Heap) {
 unsafe fn sweep_all_dead(h: *mut Heap) {
     // SAFETY: owner-only walk of the heap's table.
     unsafe {
-        (*h).death_seen = group::DEATH_EPOCH.load(Ordering::Acquire);
+        (*h).death_seen = death_log::deaths();
         (*h).sweep_left = 0;
         for i in used_entries(h) {
             evict_if_dead(h, i);

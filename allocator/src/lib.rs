@@ -15,6 +15,7 @@ mod alloc;
 mod atomic_stack;
 mod cache;
 mod counters;
+mod death_log;
 mod env_settings;
 mod exit_report;
 mod first_use;
