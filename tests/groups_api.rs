@@ -304,6 +304,35 @@ fn allocating_hook_is_charged_to_the_root() {
 }
 
 #[test]
+fn hooks_go_with_their_group() {
+    let fired = Arc::new(AtomicUsize::new(0));
+    let g = Group::builder("api-hooks-go").max(MIB).build();
+    {
+        let fired = fired.clone();
+        g.on_event(move |_| {
+            fired.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    assert_eq!(Arc::strong_count(&fired), 2, "the hook holds its state");
+    drop(g);
+    assert_eq!(
+        Arc::strong_count(&fired),
+        1,
+        "the dead group's hooks were dropped"
+    );
+    // A new group on the same path has hooks of its own, none yet.
+    let g2 = Group::builder("api-hooks-go").max(MIB).build();
+    let v = g2.scope(|| vec![1u8; 2 * MIB]);
+    assert!(g2.check().is_err());
+    assert_eq!(
+        fired.load(Ordering::SeqCst),
+        0,
+        "no hook of the old group ran"
+    );
+    drop(v);
+}
+
+#[test]
 fn panicking_hook_does_not_break_the_allocation() {
     let g = Group::builder("api-hook-panics").max(MIB).build();
     let after = Arc::new(AtomicUsize::new(0));

@@ -48,15 +48,10 @@ fn run_hooks(level: *mut GroupNode, at: *mut GroupNode, kind: EventKind) {
     // thread that can raise an event (their holders run bypassed, in the
     // root, which has no limits) and are held across fork, so waiting for
     // them cannot deadlock.
-    let Some(at_group) = Group::by_id(at_id) else {
+    let hooks = crate::group::hooks_of(at_id);
+    if hooks.is_empty() {
         return;
-    };
-    let hooks: Vec<_> = at_group
-        .inner
-        .hooks
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    }
     let path = Group::by_id(level_id)
         .map(|g| g.path().to_string())
         .unwrap_or_else(|| "<gone>".to_string());

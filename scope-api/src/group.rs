@@ -28,14 +28,43 @@ pub(crate) type Hook = Arc<dyn Fn(&Event) + Send + Sync>;
 
 /// `repr(C)`, `node` and `parent` first: entering reads both and bumps
 /// the reference count beside them, so one cache line serves the switch.
+/// Kept small (a group costs its handle's 64-byte allocation and its path):
+/// the name is the path's last component, and hooks live in [`HOOKS`],
+/// paid for only by groups that have some.
 #[repr(C)]
 pub(crate) struct Inner {
     pub(crate) node: *mut GroupNode,
     /// Keeps the parent alive while this group lives.
     pub(crate) parent: Option<Group>,
-    pub(crate) name: String,
-    pub(crate) path: String,
-    pub(crate) hooks: Mutex<Vec<Hook>>,
+    pub(crate) path: Box<str>,
+    /// Where the name starts in `path`.
+    name_at: u32,
+}
+
+impl Inner {
+    pub(crate) fn new(node: *mut GroupNode, parent: Option<Group>, path: &str) -> Inner {
+        let name_at = path.rfind('/').map_or(0, |i| i + 1) as u32;
+        Inner {
+            node,
+            parent,
+            path: path.into(),
+            name_at,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.path[self.name_at as usize..]
+    }
+}
+
+/// The event hooks of every group that has some, by node id; an entry goes
+/// with its group. Taken, like the registry, only by bypassed code.
+pub(crate) static HOOKS: Mutex<BTreeMap<u64, Vec<Hook>>> = Mutex::new(BTreeMap::new());
+
+/// The hooks registered on the group with node id `id` (none once it died).
+pub(crate) fn hooks_of(id: u64) -> Vec<Hook> {
+    let hooks = HOOKS.lock().unwrap_or_else(|e| e.into_inner());
+    hooks.get(&id).cloned().unwrap_or_default()
 }
 
 // SAFETY: the node is only used through its atomics; everything else is
@@ -52,9 +81,20 @@ impl Drop for Inner {
         // SAFETY: our handle reference keeps the node alive until `kill`
         // below; the id is written before the node is published.
         let id = unsafe { (*self.node).id };
+        // SAFETY: as above.
+        let has_hooks = unsafe {
+            (*self.node)
+                .has_hooks
+                .load(std::sync::atomic::Ordering::Acquire)
+        };
         crate::bypass(|| {
             let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
             reg.remove(id, &self.path);
+            drop(reg);
+            if has_hooks {
+                let mut hooks = HOOKS.lock().unwrap_or_else(|e| e.into_inner());
+                hooks.remove(&id);
+            }
         });
         // This thread's cache of the group goes at once (its reserve back
         // to the group, its empty slabs to the segments); no thread is in
@@ -90,7 +130,9 @@ impl Entry {
 ///
 /// - by node id, which grows with each group made, so iteration is
 ///   creation order (`report` lists siblings in that order);
-/// - by path, for name checks on build and [`Group::find`];
+/// - by (hash of the path, id), for name checks on build and
+///   [`Group::find`]: a hash hit is confirmed against the group's own path,
+///   so the path is stored once, in its handle;
 /// - by (parent id, child id), so a group's children are one range.
 ///
 /// The root is in none of them (it never dies; its id is 0).
@@ -100,20 +142,52 @@ impl Entry {
 /// maps allocate through the global allocator, so this matters.
 pub(crate) struct Registry {
     by_id: BTreeMap<u64, Entry>,
-    /// The id of the group that holds each path. A dying group's path may
-    /// be taken over by a new group before the dying one is removed; its
-    /// removal then leaves the newcomer's mapping alone.
-    by_path: BTreeMap<String, u64>,
+    /// Several groups can share a path's entry range: a dying group's path
+    /// may be taken over by a new group before the dying one is removed
+    /// (and unrelated paths may share a hash).
+    by_path: BTreeSet<(u64, u64)>,
     children: BTreeSet<(u64, u64)>,
+}
+
+/// The hash `by_path` files a path under.
+fn path_hash(path: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish()
 }
 
 impl Registry {
     pub(crate) const fn new() -> Self {
         Registry {
             by_id: BTreeMap::new(),
-            by_path: BTreeMap::new(),
+            by_path: BTreeSet::new(),
             children: BTreeSet::new(),
         }
+    }
+
+    /// The live group (handle alive) registered under id `id` whose path
+    /// is `path`, as its registry entry.
+    fn live_with_path(&self, id: u64, path: &str) -> Option<&Entry> {
+        let e = self.by_id.get(&id)?;
+        if !e.is_live() {
+            return None;
+        }
+        // SAFETY: a live entry's group is fully there: its last handle,
+        // if dropped after the check above, runs `Inner::drop`, which
+        // waits for this registry's lock (held by our caller) before its
+        // fields go; the weak reference keeps the allocation.
+        let inner = unsafe { &*e.group.as_ptr() };
+        (*inner.path == *path).then_some(e)
+    }
+
+    /// The id of the live group that holds `path`, if any.
+    fn id_of(&self, path: &str) -> Option<u64> {
+        let h = path_hash(path);
+        self.by_path
+            .range((h, 0)..=(h, u64::MAX))
+            .map(|&(_, id)| id)
+            .find(|&id| self.live_with_path(id, path).is_some())
     }
 
     /// Whether a live group holds `path`. A group whose last handle is
@@ -121,28 +195,23 @@ impl Registry {
     /// its path is free for a new group at once (rather than failing with
     /// `NameTaken` until the dying thread gets the lock).
     fn path_taken(&self, path: &str) -> bool {
-        self.by_path
-            .get(path)
-            .and_then(|id| self.by_id.get(id))
-            .is_some_and(Entry::is_live)
+        self.id_of(path).is_some()
     }
 
-    /// Records a new group; replaces a dying holder of the same path.
-    fn insert(&mut self, id: u64, parent: u64, path: String, group: Weak<Inner>) {
+    /// Records a new group; a dying holder of the same path stays until
+    /// its own removal, and is never found by path again.
+    fn insert(&mut self, id: u64, parent: u64, path: &str, group: Weak<Inner>) {
         self.by_id.insert(id, Entry { parent, group });
         self.children.insert((parent, id));
-        self.by_path.insert(path, id);
+        self.by_path.insert((path_hash(path), id));
     }
 
-    /// Forgets group `id` (whose path was `path`). The path mapping goes
-    /// only if it still names this group.
+    /// Forgets group `id` (whose path was `path`).
     fn remove(&mut self, id: u64, path: &str) {
         if let Some(e) = self.by_id.remove(&id) {
             self.children.remove(&(e.parent, id));
         }
-        if self.by_path.get(path) == Some(&id) {
-            self.by_path.remove(path);
-        }
+        self.by_path.remove(&(path_hash(path), id));
     }
 
     fn get(&self, id: u64) -> Option<Group> {
@@ -151,7 +220,7 @@ impl Registry {
     }
 
     fn find(&self, path: &str) -> Option<Group> {
-        self.by_path.get(path).and_then(|&id| self.get(id))
+        self.id_of(path).and_then(|id| self.get(id))
     }
 
     /// Live children of `parent`, in creation order.
@@ -220,13 +289,7 @@ fn root_group() -> &'static Group {
         // at exit (under MEMCG_SHOW_STATS=1) can print the tree.
         crate::exit_report::install();
         Group {
-            inner: Arc::new(Inner {
-                node: groups::root_node(),
-                name: String::new(),
-                path: "/".to_string(),
-                parent: None,
-                hooks: Mutex::new(Vec::new()),
-            }),
+            inner: Arc::new(Inner::new(groups::root_node(), None, "/")),
         }
     })
 }
@@ -270,7 +333,7 @@ impl Group {
 
     /// The group's name (`""` for the root).
     pub fn name(&self) -> &str {
-        &self.inner.name
+        self.inner.name()
     }
 
     /// The group's path, e.g. `/tenants/a` (`/` for the root).
@@ -384,9 +447,10 @@ impl Group {
     /// usual).
     pub fn on_event(&self, hook: impl Fn(&Event) + Send + Sync + 'static) {
         crate::event::install();
+        let id = self.node().id;
         crate::bypass(|| {
-            let mut hooks = self.inner.hooks.lock().unwrap_or_else(|e| e.into_inner());
-            hooks.push(Arc::new(hook));
+            let mut hooks = HOOKS.lock().unwrap_or_else(|e| e.into_inner());
+            hooks.entry(id).or_default().push(Arc::new(hook));
         });
         self.node()
             .has_hooks
@@ -583,19 +647,8 @@ impl GroupBuilder {
             nr.set_fail_mode(self.on_exceed == OnExceed::Fail);
             // Before the group is published: no cache of it exists yet.
             groups::set_isolated(nr, self.isolated);
-            let inner = Arc::new(Inner {
-                node,
-                name: self.name.clone(),
-                path: path.clone(),
-                parent: Some(self.parent.clone()),
-                hooks: Mutex::new(Vec::new()),
-            });
-            reg.insert(
-                nr.id,
-                self.parent.node().id,
-                path.clone(),
-                Arc::downgrade(&inner),
-            );
+            let inner = Arc::new(Inner::new(node, Some(self.parent.clone()), &path));
+            reg.insert(nr.id, self.parent.node().id, &path, Arc::downgrade(&inner));
             Ok(Group { inner })
         })
     }
@@ -608,13 +661,7 @@ mod tests {
     /// A registry entry's target that needs no allocator node: with no
     /// parent, dropping it does nothing (as for the root).
     fn fake(path: &str) -> Arc<Inner> {
-        Arc::new(Inner {
-            node: std::ptr::null_mut(),
-            name: String::new(),
-            path: path.to_string(),
-            parent: None,
-            hooks: Mutex::new(Vec::new()),
-        })
+        Arc::new(Inner::new(std::ptr::null_mut(), None, path))
     }
 
     fn paths(gs: &[Group]) -> Vec<&str> {
@@ -625,14 +672,14 @@ mod tests {
     fn dying_holder_gives_its_path_up() {
         let mut reg = Registry::new();
         let old = fake("/x");
-        reg.insert(1, 0, "/x".into(), Arc::downgrade(&old));
+        reg.insert(1, 0, "/x", Arc::downgrade(&old));
         assert!(reg.path_taken("/x"));
         // The last handle goes; its death has not reached the registry yet.
         drop(old);
         assert!(!reg.path_taken("/x"));
         assert!(reg.find("/x").is_none());
         let new = fake("/x");
-        reg.insert(2, 0, "/x".into(), Arc::downgrade(&new));
+        reg.insert(2, 0, "/x", Arc::downgrade(&new));
         // The dying group's removal arrives late and leaves the newcomer be.
         reg.remove(1, "/x");
         assert!(reg.path_taken("/x"));
@@ -652,7 +699,7 @@ mod tests {
             .collect();
         // ids 1..=5; parents: root, root, /a, /b, /a.
         for (i, (g, parent)) in gs.iter().zip([0, 0, 1, 2, 1]).enumerate() {
-            reg.insert(i as u64 + 1, parent, g.path.clone(), Arc::downgrade(g));
+            reg.insert(i as u64 + 1, parent, &g.path, Arc::downgrade(g));
         }
         assert_eq!(paths(&reg.children(0)), ["/a", "/b"]);
         assert_eq!(paths(&reg.children(1)), ["/a/c", "/a/e"]);
