@@ -133,8 +133,10 @@ pub struct GroupNode {
 
 const _: () = assert!(core::mem::size_of::<GroupNode>() == 64);
 
-/// What a live group has beyond its [`GroupNode`]: limits, peak, events and
-/// the last exceed. Freed when the group dies.
+/// What a live group has beyond its [`GroupNode`]: limits, peak, and what
+/// `Group::run` reads after every poll. Events and the last exceed are in
+/// an [`EventRecord`] made at the group's first event, so a group that
+/// never meets a limit pays 64 bytes here. Freed when the group dies.
 #[repr(C)]
 pub struct GroupInfo {
     /// The pool's free-list link while the record is free.
@@ -144,18 +146,81 @@ pub struct GroupInfo {
     max: AtomicUsize,
     high: AtomicUsize,
     slab_max: AtomicUsize,
-    fail_mode: AtomicBool,
-    events: EventCounters,
-    events_local: EventCounters,
     /// Bumped on every exceed caused by a charge made in this group.
     exceed_seq: AtomicU64,
+    /// Null until the group's first event or exceed.
+    record: AtomicPtr<EventRecord>,
+    fail_mode: AtomicBool,
     denied_pending: AtomicBool,
-    last_denied: AtomicBool,
+}
+
+const _: () = assert!(core::mem::size_of::<GroupInfo>() == 64);
+
+/// A group's event counts and its last exceed, made at its first event.
+#[repr(C)]
+struct EventRecord {
+    /// The pool's free-list link while the record is free.
+    #[allow(dead_code)]
+    link: Link,
+    events: EventCounters,
+    events_local: EventCounters,
     last_level: AtomicU64,
-    last_kind: AtomicU8,
     last_usage: AtomicUsize,
     last_limit: AtomicUsize,
     last_request: AtomicUsize,
+    last_kind: AtomicU8,
+    last_denied: AtomicBool,
+}
+
+impl GroupInfo {
+    /// The group's event record, if it has one.
+    fn record(&self) -> Option<&EventRecord> {
+        // SAFETY: a published record lives as long as its info.
+        unsafe { self.record.load(Ordering::Acquire).as_ref() }
+    }
+
+    /// The group's event record, made now if needed; `None` only when out
+    /// of memory (the event then goes uncounted).
+    fn record_or_make(&self) -> Option<&EventRecord> {
+        if let Some(r) = self.record() {
+            return Some(r);
+        }
+        let fresh = RECORDS.alloc().cast::<EventRecord>();
+        if fresh.is_null() {
+            return None;
+        }
+        // SAFETY: a pool slot of the record's size, ours until published.
+        unsafe { core::ptr::write(fresh, record_init()) };
+        match self
+            .record
+            .compare_exchange(null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire)
+        {
+            // SAFETY: just published; it lives as long as this info.
+            Ok(_) => Some(unsafe { &*fresh }),
+            Err(winner) => {
+                // SAFETY: `fresh` was never published.
+                unsafe { RECORDS.free(fresh.cast()) };
+                // SAFETY: the winner's record lives as long as this info.
+                Some(unsafe { &*winner })
+            }
+        }
+    }
+}
+
+/// Frees an info record and its event record.
+///
+/// # Safety
+/// `info` came from `INFOS`, is no longer reachable from its node, and no
+/// thread reads it any more (its group is dead).
+unsafe fn free_info(info: *mut GroupInfo) {
+    // SAFETY: as the caller promises.
+    unsafe {
+        let r = (*info).record.load(Ordering::Acquire);
+        if !r.is_null() {
+            RECORDS.free(r.cast());
+        }
+        INFOS.free(info.cast());
+    }
 }
 
 /// Slab bytes and slabs of a group's dedicated slabs, per class.
@@ -176,9 +241,12 @@ unsafe impl Send for GroupNode {}
 // SAFETY: atomics only.
 unsafe impl Sync for GroupInfo {}
 // SAFETY: atomics only.
+unsafe impl Sync for EventRecord {}
+// SAFETY: atomics only.
 unsafe impl Sync for ClassUsage {}
 
 static INFOS: MetaPool = MetaPool::new(core::mem::size_of::<GroupInfo>());
+static RECORDS: MetaPool = MetaPool::new(core::mem::size_of::<EventRecord>());
 static CLASS_USAGES: MetaPool = MetaPool::new(core::mem::size_of::<ClassUsage>());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -287,17 +355,26 @@ const fn info_init() -> GroupInfo {
         max: AtomicUsize::new(UNLIMITED),
         high: AtomicUsize::new(UNLIMITED),
         slab_max: AtomicUsize::new(UNLIMITED),
+        exceed_seq: AtomicU64::new(0),
+        record: AtomicPtr::new(null_mut()),
         fail_mode: AtomicBool::new(false),
+        denied_pending: AtomicBool::new(false),
+    }
+}
+
+const fn record_init() -> EventRecord {
+    EventRecord {
+        link: Link {
+            next: AtomicPtr::new(null_mut()),
+        },
         events: zero_counters(),
         events_local: zero_counters(),
-        exceed_seq: AtomicU64::new(0),
-        denied_pending: AtomicBool::new(false),
-        last_denied: AtomicBool::new(false),
         last_level: AtomicU64::new(0),
-        last_kind: AtomicU8::new(0),
         last_usage: AtomicUsize::new(0),
         last_limit: AtomicUsize::new(0),
         last_request: AtomicUsize::new(0),
+        last_kind: AtomicU8::new(0),
+        last_denied: AtomicBool::new(false),
     }
 }
 
@@ -536,7 +613,7 @@ impl GroupNode {
             }
             let info = (*node).info.swap(null_mut(), Ordering::AcqRel);
             if !info.is_null() {
-                INFOS.free(info.cast());
+                free_info(info);
             }
             // Threads drop their caches of it when they read the log.
             death_log::record((*node).index);
@@ -768,13 +845,13 @@ impl GroupNode {
     unsafe fn count_event(level: *mut GroupNode, kind: EventKind) {
         // SAFETY: as in `charge`.
         unsafe {
-            if let Some(i) = (*level).info() {
-                i.events_local.bump(kind);
+            if let Some(r) = (*level).info().and_then(GroupInfo::record_or_make) {
+                r.events_local.bump(kind);
             }
             let mut a = level;
             while !a.is_null() {
-                if let Some(i) = (*a).info() {
-                    i.events.bump(kind);
+                if let Some(r) = (*a).info().and_then(GroupInfo::record_or_make) {
+                    r.events.bump(kind);
                 }
                 emit(level, a, kind);
                 a = (*a).parent;
@@ -797,12 +874,16 @@ impl GroupNode {
         // SAFETY: both nodes are live (as in `charge`).
         unsafe {
             let Some(o) = (*origin).info() else { return };
-            o.last_level.store((*level).id, Ordering::Relaxed);
-            o.last_kind.store(kind as u8, Ordering::Relaxed);
-            o.last_usage.store(usage, Ordering::Relaxed);
-            o.last_limit.store(limit, Ordering::Relaxed);
-            o.last_request.store(request, Ordering::Relaxed);
-            o.last_denied.store(denied, Ordering::Relaxed);
+            // Without a record (out of memory) the exceed is still seen
+            // through `exceed_seq`, with no details.
+            if let Some(r) = o.record_or_make() {
+                r.last_level.store((*level).id, Ordering::Relaxed);
+                r.last_kind.store(kind as u8, Ordering::Relaxed);
+                r.last_usage.store(usage, Ordering::Relaxed);
+                r.last_limit.store(limit, Ordering::Relaxed);
+                r.last_request.store(request, Ordering::Relaxed);
+                r.last_denied.store(denied, Ordering::Relaxed);
+            }
             if denied {
                 o.denied_pending.store(true, Ordering::Relaxed);
             }
@@ -884,11 +965,13 @@ impl GroupNode {
     }
     pub fn events(&self) -> EventCounts {
         self.info()
-            .map_or_else(EventCounts::default, |i| i.events.read())
+            .and_then(GroupInfo::record)
+            .map_or_else(EventCounts::default, |r| r.events.read())
     }
     pub fn events_local(&self) -> EventCounts {
         self.info()
-            .map_or_else(EventCounts::default, |i| i.events_local.read())
+            .and_then(GroupInfo::record)
+            .map_or_else(EventCounts::default, |r| r.events_local.read())
     }
     pub fn dying_descendants(&self) -> usize {
         self.dying.load(Ordering::Relaxed) as usize
@@ -903,17 +986,18 @@ impl GroupNode {
         if i.exceed_seq.load(Ordering::Acquire) == 0 {
             return None;
         }
+        let r = i.record()?;
         Some(ExceedInfo {
-            level_id: i.last_level.load(Ordering::Relaxed),
-            limit: if i.last_kind.load(Ordering::Relaxed) == LimitKind::SlabMax as u8 {
+            level_id: r.last_level.load(Ordering::Relaxed),
+            limit: if r.last_kind.load(Ordering::Relaxed) == LimitKind::SlabMax as u8 {
                 LimitKind::SlabMax
             } else {
                 LimitKind::Max
             },
-            usage: i.last_usage.load(Ordering::Relaxed),
-            limit_value: i.last_limit.load(Ordering::Relaxed),
-            request: i.last_request.load(Ordering::Relaxed),
-            denied: i.last_denied.load(Ordering::Relaxed),
+            usage: r.last_usage.load(Ordering::Relaxed),
+            limit_value: r.last_limit.load(Ordering::Relaxed),
+            request: r.last_request.load(Ordering::Relaxed),
+            denied: r.last_denied.load(Ordering::Relaxed),
         })
     }
     /// Takes the "an allocation was denied" mark.
