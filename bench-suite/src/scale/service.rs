@@ -3,32 +3,46 @@
 //! `tokio::spawn(tenant.run(session(..)))` (memcg: `group.run(fut)` in the
 //! tenant's own group, built with `.max(64 << 20)`; a cancelled session
 //! counts in `cancelled`). Every session first waits at a gate (a semaphore)
-//! opened once all are spawned, so all of them are in flight at once
+//! opened once all are spawned, so none starts before the last is spawned,
 //! whatever the speed of the spawning loop against the workers' (without
-//! it the peak followed the machine's load). A session then handles
+//! it the peak followed the machine's load). How far the sessions then
+//! overlap is tokio's choice: `kept_peak` shows it. A session then handles
 //! `requests` small JSON requests:
 //! it formats the request text, parses it with serde_json, builds a reply
 //! object and serializes it, keeps the reply (a session log alive until the
 //! session ends), and yields (`tokio::task::yield_now().await`) before the
-//! next request, so every session is in flight at once. Nothing touches the
+//! next request, so other sessions run in between. Nothing touches the
 //! network.
 //!
 //! Printed: `secs` from the first spawn until every session has been
 //! joined; `peak_growth` = `ru_maxrss` at the end - all resident bytes
 //! before the first spawn (the runtime is built and warmed before it);
-//! `end_growth`, the anonymous RSS kept after the sessions ended; `checksum`
-//! over every reply.
+//! `end_growth`, the anonymous RSS kept after the sessions ended;
+//! `kept_peak`, the most reply bytes the sessions held at once (how far they
+//! overlapped, which the schedule decides); `checksum` over every reply.
 
 use super::{anon_rss, growth, peak_rss, total_rss, Line, Tenant};
 use crate::rng::Rng;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::Semaphore;
 
 /// The hard limit of each tenant's group.
 pub const TENANT_MAX: usize = 64 << 20;
+
+/// Bytes of reply text the sessions keep right now, and the most ever kept
+/// at once: how much the program itself holds at its peak, whatever the
+/// allocator (the schedule decides how many sessions overlap).
+static KEPT: AtomicUsize = AtomicUsize::new(0);
+static KEPT_PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn keep(bytes: usize) {
+    let now = KEPT.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    KEPT_PEAK.fetch_max(now, Ordering::Relaxed);
+}
 
 /// One tenant's session: once `gate` opens, `requests` requests, a yield
 /// between them.
@@ -78,10 +92,15 @@ async fn session(tenant: usize, requests: usize, gate: Arc<Semaphore>) -> u64 {
         sum = sum
             .wrapping_mul(1_000_003)
             .wrapping_add(text.len() as u64 + total);
+        keep(text.capacity());
         log.push(text);
         tokio::task::yield_now().await;
     }
-    sum.wrapping_add(log.iter().map(|l| l.len() as u64).sum::<u64>())
+    let kept: usize = log.iter().map(String::capacity).sum();
+    let total = sum.wrapping_add(log.iter().map(|l| l.len() as u64).sum::<u64>());
+    drop(log);
+    KEPT.fetch_sub(kept, Ordering::Relaxed);
+    total
 }
 
 /// Runs the case; see the module docs.
@@ -134,6 +153,7 @@ pub fn run(tenants: usize, requests: usize, workers: usize) -> Line {
         .put("peak", peak)
         .put("peak_growth", growth(rss0, peak))
         .put("end_growth", growth(anon0, anon1))
+        .put("kept_peak", KEPT_PEAK.load(Ordering::Relaxed))
         .put("secs", format!("{secs:.4}"))
         .put("cancelled", cancelled)
         .put("checksum", format!("{check:016x}"))
