@@ -1000,6 +1000,12 @@ impl GroupNode {
             denied: r.last_denied.load(Ordering::Relaxed),
         })
     }
+    /// Whether an allocation was denied since the mark was last taken
+    /// (a read: the mark stays).
+    pub fn denied_pending(&self) -> bool {
+        self.info()
+            .is_some_and(|i| i.denied_pending.load(Ordering::Relaxed))
+    }
     /// Takes the "an allocation was denied" mark.
     pub fn take_denied(&self) -> bool {
         self.info()

@@ -3,7 +3,7 @@
 
 use crate::error::{Exceeded, Limit};
 use crate::group::{root, Group};
-use memcg_alloc::groups::{self, LimitKind, UNLIMITED};
+use memcg_alloc::groups::{self, GroupNode, LimitKind, UNLIMITED};
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
@@ -93,9 +93,41 @@ impl Group {
     /// now, or when an allocation made in it was denied since the last
     /// check.
     pub fn check(&self) -> Result<(), Exceeded> {
+        // Most checks find nothing: that answer takes a few loads, with no
+        // switch and no handle cloned (`Group::run` checks after every poll).
+        if !self.may_be_over() {
+            return Ok(());
+        }
         // The error is built in the root: the group may be refusing every
         // allocation.
         crate::bypass(|| self.check_now())
+    }
+
+    /// False when [`check_now`](Self::check_now) would find nothing: no
+    /// denied mark here, and no level up to the root over `max` or
+    /// `slab_max`. Reads the records only.
+    fn may_be_over(&self) -> bool {
+        let n = self.node();
+        if n.denied_pending() {
+            return true;
+        }
+        let mut level: *const GroupNode = n;
+        let root = groups::root_node().cast_const();
+        while !level.is_null() && level != root {
+            // SAFETY: this handle keeps its group alive, and each group
+            // keeps its parent alive.
+            let l = unsafe { &*level };
+            let max = l.max();
+            if max != UNLIMITED && l.current() > max {
+                return true;
+            }
+            let slab_max = l.slab_max();
+            if slab_max < max && l.slab() > slab_max {
+                return true;
+            }
+            level = l.parent;
+        }
+        false
     }
 
     fn check_now(&self) -> Result<(), Exceeded> {
