@@ -182,6 +182,7 @@ unsafe fn remote_free(h: *mut heap::Heap, seg: *mut Segment, s: *mut Slab, b: *m
         if (*s).state != SPAN_SLAB {
             bad_free(false);
         }
+        let h = heap::heap_for_remote_free(h);
         let bytes = (*s).block_size as usize;
         let owner = slab::owner_of(s, b.cast());
         if !heap::is_placeholder(h) && heap::current_node() == owner {

@@ -162,6 +162,9 @@ thread_local! {
     static CACHE: Cell<*mut Cache> = const {
         Cell::new(&PLACEHOLDER_CACHE as *const Cache as *mut Cache)
     };
+    /// Set when the thread's heap was torn down at exit: later frees do not
+    /// make a heap (one made now might never be torn down).
+    static EXITED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The calling thread's current cache (the placeholder's before the first
@@ -319,6 +322,7 @@ extern "C" fn on_thread_exit(p: *mut libc::c_void) {
     // make a fresh heap, which the key's next round tears down again.
     HEAP.with(|c| c.set(&PLACEHOLDER as *const Heap as *mut Heap));
     CACHE.with(|c| c.set(&PLACEHOLDER_CACHE as *const Cache as *mut Cache));
+    EXITED.with(|e| e.set(true));
     // SAFETY: `h` was this thread's heap and is no longer reachable from it.
     unsafe { abandon(h) };
 }
@@ -773,6 +777,23 @@ pub fn purge_all() {
 }
 
 // --- groups: the thread's caches ---
+
+/// The heap a remote free from this thread goes through: `h`, the thread's
+/// own, or for a thread that has none yet (it frees what others made, as a
+/// consumer does) one made now, so its frees travel in batches. An exiting
+/// thread, or one out of memory, keeps the placeholder.
+#[inline]
+pub fn heap_for_remote_free(h: *mut Heap) -> *mut Heap {
+    if !is_placeholder(h) || EXITED.with(|e| e.get()) {
+        return h;
+    }
+    let made = init_thread();
+    if made.is_null() {
+        h
+    } else {
+        made
+    }
+}
 
 /// This thread's heap, made if needed; null when out of memory.
 pub fn current_or_init() -> *mut Heap {

@@ -36,7 +36,14 @@ pub struct Segment {
     pub free_hint: usize,
     /// Bytes of this segment counted as resident.
     pub resident: usize,
-    /// Blocks other threads freed here, in chains (see `remote`); on a line
+    /// The last span requests (`count | align << 16`) that found no fit
+    /// here, among dirty spans (`[1]`) and among all (`[0]`); 0 for none.
+    /// A request at least as large and as aligned cannot fit either, so a
+    /// heap looking through its segments for room skips this one without
+    /// walking its spans. Cleared when space is freed here.
+    pub no_fit: [u32; 2],
+    /// Batches of blocks other threads freed here (a stack of
+    /// `remote::Batch`, see `remote`); on a line
     /// of its own, away from the owner word every free reads.
     pub inbox: Inbox,
     // The descriptor array follows, overlaying this struct: descriptor `i`
@@ -45,7 +52,7 @@ pub struct Segment {
 
 /// A segment's inbox of remote frees (see `remote`).
 #[repr(C, align(64))]
-pub struct Inbox(pub AtomicPtr<Block>);
+pub struct Inbox(pub AtomicPtr<u8>);
 
 const _: () = assert!(core::mem::size_of::<Slab>() == 1 << DESC_SHIFT);
 const _: () = assert!(core::mem::size_of::<Segment>() <= HEADER_SLICES << DESC_SHIFT);
@@ -154,6 +161,7 @@ impl Segment {
             (*seg).resident = header_bytes;
             (*seg).free_slices = 0;
             (*seg).free_hint = HEADER_SLICES;
+            (*seg).no_fit = [0; 2];
             Self::make_free_span(seg, HEADER_SLICES, USABLE_SLICES, false, 0);
         }
         seg
@@ -256,6 +264,13 @@ impl Segment {
             if (*seg).free_slices < count {
                 return null_mut();
             }
+            let failed = (*seg).no_fit[dirty_only as usize];
+            if failed != 0
+                && count >= (failed & 0xffff) as usize
+                && align >= (failed >> 16) as usize
+            {
+                return null_mut();
+            }
             let mut i = Self::find_fit(seg, count, align, dirty_only);
             while i < SLICES {
                 let d = Self::desc(seg, i);
@@ -291,6 +306,12 @@ impl Segment {
                     return d;
                 }
                 i += n.max(1);
+            }
+            // No room among all spans means none among the dirty ones.
+            let key = (count | align << 16) as u32;
+            (*seg).no_fit[dirty_only as usize] = key;
+            if !dirty_only {
+                (*seg).no_fit[1] = key;
             }
             null_mut()
         }
@@ -352,6 +373,7 @@ impl Segment {
                 }
             }
             Self::make_free_span(seg, idx, count, dirty, at);
+            (*seg).no_fit = [0; 2];
             if idx < (*seg).free_hint {
                 (*seg).free_hint = idx;
             }
@@ -436,6 +458,44 @@ mod tests {
                 Segment::free_span(seg, d, 0);
             }
             assert!((*seg).free_slices > free_before);
+            assert!(Segment::is_unused(seg));
+            Segment::destroy(seg);
+        }
+    }
+    #[test]
+    fn a_request_that_found_no_fit_is_refused_until_space_is_freed() {
+        let seg = Segment::create(0);
+        assert!(!seg.is_null());
+        // SAFETY: this test owns the segment; spans stay in range.
+        unsafe {
+            // Fill the segment with one-slice spans, then free every other
+            // one: half the slices are free, no two side by side.
+            let spans: Vec<*mut Slab> = (0..USABLE_SLICES)
+                .map(|_| Segment::alloc_span(seg, 1, 1, false))
+                .collect();
+            assert!(spans.iter().all(|d| !d.is_null()));
+            for d in spans.iter().step_by(2) {
+                Segment::free_span(seg, *d, 0);
+            }
+            assert!((*seg).free_slices >= 2);
+            assert!(Segment::alloc_span(seg, 2, 1, false).is_null());
+            assert_eq!((*seg).no_fit[0], 2 | 1 << 16);
+            // Larger or more aligned requests are refused from the record;
+            // a smaller one still walks the spans and fits.
+            assert!(Segment::alloc_span(seg, 3, 4, false).is_null());
+            assert_eq!((*seg).no_fit[0], 2 | 1 << 16, "refused without a walk");
+            let one = Segment::alloc_span(seg, 1, 1, false);
+            assert!(!one.is_null());
+            // Freeing a neighbour makes room for two: the record is cleared.
+            Segment::free_span(seg, spans[1], 0);
+            assert_eq!((*seg).no_fit, [0, 0]);
+            let two = Segment::alloc_span(seg, 2, 1, false);
+            assert!(!two.is_null(), "room for two after the free");
+            Segment::free_span(seg, two, 0);
+            Segment::free_span(seg, one, 0);
+            for d in spans.iter().skip(3).step_by(2) {
+                Segment::free_span(seg, *d, 0);
+            }
             assert!(Segment::is_unused(seg));
             Segment::destroy(seg);
         }
