@@ -418,7 +418,14 @@ impl Shared {
             }
         }
         self.paused_reserve.fetch_max(worst, Ordering::Relaxed);
-        // 2: every worker has flushed.
+        // 2: every worker has flushed, twice: a flush sends the thread's
+        // outbox of remote frees and takes in what others sent before it,
+        // so a batch sent by one thread's first flush after its owner's
+        // first flush is taken in by the owner's second. Only then is no
+        // block in flight, holding the slab (and a dedicated slab's group
+        // record) its owner has not seen back.
+        self.pause_barrier.wait();
+        memcg::flush();
         self.pause_barrier.wait();
         memcg::flush();
         self.pause_barrier.wait();
@@ -468,6 +475,8 @@ impl Shared {
     /// A worker's side of [`Shared::pause_check`].
     fn pause_here(&self) {
         self.pause_barrier.wait();
+        self.pause_barrier.wait();
+        memcg::flush();
         self.pause_barrier.wait();
         memcg::flush();
         self.pause_barrier.wait();
@@ -893,7 +902,10 @@ fn worker(
     }
     sh.ops.fetch_add(ops, Ordering::Relaxed);
     drop(sh);
-    // 2: every object is freed: flush.
+    // 2: every object is freed: flush, twice (the second round takes in
+    // the remote frees other threads sent in the first).
+    phase.wait();
+    memcg::flush();
     phase.wait();
     memcg::flush();
     // 3: every thread has flushed; the main thread checks, then drops the
@@ -1008,7 +1020,10 @@ pub fn run(cfg: &Config) -> Report {
     phase.wait();
     phase.wait();
     memcg::flush();
-    // 3: every object is freed and every thread (alive) has flushed.
+    phase.wait();
+    memcg::flush();
+    // 3: every object is freed and every thread (alive) has flushed twice,
+    // so no remote free is in flight.
     phase.wait();
     for s in &sh.slots {
         let s = s.lock().unwrap();
