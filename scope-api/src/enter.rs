@@ -3,7 +3,7 @@
 
 use crate::error::{Exceeded, Limit};
 use crate::group::{root, Group};
-use memcg_alloc::groups::{self, GroupNode, LimitKind, UNLIMITED};
+use memcg_alloc::groups::{self, LimitKind, UNLIMITED};
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
@@ -95,7 +95,7 @@ impl Group {
     pub fn check(&self) -> Result<(), Exceeded> {
         // Most checks find nothing: that answer takes a few loads, with no
         // switch and no handle cloned (`Group::run` checks after every poll).
-        if !self.may_be_over() {
+        if !self.node().denied_pending() && self.first_over().is_none() {
             return Ok(());
         }
         // The error is built in the root: the group may be refusing every
@@ -103,31 +103,31 @@ impl Group {
         crate::bypass(|| self.check_now())
     }
 
-    /// False when [`check_now`](Self::check_now) would find nothing: no
-    /// denied mark here, and no level up to the root over `max` or
-    /// `slab_max`. Reads the records only.
-    fn may_be_over(&self) -> bool {
-        let n = self.node();
-        if n.denied_pending() {
-            return true;
-        }
-        let mut level: *const GroupNode = n;
-        let root = groups::root_node().cast_const();
-        while !level.is_null() && level != root {
-            // SAFETY: this handle keeps its group alive, and each group
-            // keeps its parent alive.
-            let l = unsafe { &*level };
-            let max = l.max();
-            if max != UNLIMITED && l.current() > max {
-                return true;
+    /// The first level, from this group up, over `max` or `slab_max` now:
+    /// the level, the limit, its value and the usage. Reads the records
+    /// only, and usage only where a limit is set (the root has none, and
+    /// its usage is a sum over threads).
+    fn first_over(&self) -> Option<(&Group, Limit, usize, usize)> {
+        let mut level = Some(self);
+        while let Some(g) = level {
+            let n = g.node();
+            let max = n.max();
+            if max != UNLIMITED {
+                let cur = n.current();
+                if cur > max {
+                    return Some((g, Limit::Max, max, cur));
+                }
             }
-            let slab_max = l.slab_max();
-            if slab_max < max && l.slab() > slab_max {
-                return true;
+            let slab_max = n.slab_max();
+            if slab_max < max {
+                let slab = n.slab();
+                if slab > slab_max {
+                    return Some((g, Limit::SlabMax, slab_max, slab));
+                }
             }
-            level = l.parent;
+            level = g.inner.parent.as_ref();
         }
-        false
+        None
     }
 
     fn check_now(&self) -> Result<(), Exceeded> {
@@ -136,28 +136,10 @@ impl Group {
                 return Err(e);
             }
         }
-        let mut g = Some(self.clone());
-        while let Some(level) = g {
-            let n = level.node();
-            // Usage is read only where a limit is set: the root has none,
-            // and its usage is a sum over threads.
-            let max = n.max();
-            if max != UNLIMITED {
-                let cur = n.current();
-                if cur > max {
-                    return Err(over(&level, Limit::Max, max, cur));
-                }
-            }
-            let slab_max = n.slab_max();
-            if slab_max < max {
-                let slab = n.slab();
-                if slab > slab_max {
-                    return Err(over(&level, Limit::SlabMax, slab_max, slab));
-                }
-            }
-            g = level.parent();
+        match self.first_over() {
+            Some((level, limit, limit_bytes, usage)) => Err(over(level, limit, limit_bytes, usage)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The last exceed caused by allocations made in this group.
