@@ -55,7 +55,12 @@ pub unsafe fn alloc_small(cache: *mut Cache, class: usize) -> *mut u8 {
             return alloc_slow(cache, class).0;
         }
         (*cache).taken.store(t, Ordering::Relaxed);
-        (*s).free = slab::next_of(s, b);
+        let next = slab::next_of(s, b);
+        (*s).free = next;
+        // The next allocation of the class reads `next`'s link: start its
+        // load now, so a free list of cold blocks (freed long ago, or by
+        // another core) does not stall every allocation on a miss.
+        crate::hint::prefetch(next);
         (*s).used_rel += 1;
         // Only a shared slab has tags (and only a group's allocations use
         // one): the root's and dedicated slabs never take this branch. The

@@ -522,16 +522,7 @@ impl GroupNode {
     /// reads the limits there.
     #[inline]
     pub fn prefetch_info(&self) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let p = self.info.load(Ordering::Relaxed);
-            // SAFETY: a prefetch never faults, whatever the address.
-            unsafe {
-                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-                    p.cast::<i8>(),
-                )
-            };
-        }
+        crate::hint::prefetch(self.info.load(Ordering::Relaxed));
     }
 
     /// The group's info; null once dead.
