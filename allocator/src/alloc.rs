@@ -69,7 +69,7 @@ pub unsafe fn alloc_small(cache: *mut Cache, class: usize) -> *mut u8 {
         // allocator through `&dyn GlobalAlloc`.
         // Returning the callee's result makes the call a jump: the fast
         // path keeps no stack frame.
-        if !(*s).tags.is_null() {
+        if !(*s).tags().is_null() {
             return tag_block(s, b.cast(), (*cache).tag);
         }
         b.cast()
@@ -103,7 +103,7 @@ pub unsafe fn alloc_zeroed(cache: *mut Cache, class: usize) -> *mut u8 {
             (*cache).taken.store(t, Ordering::Relaxed);
             (*s).free = slab::next_of(s, b);
             (*s).used_rel += 1;
-            if !(*s).tags.is_null() {
+            if !(*s).tags().is_null() {
                 slab::set_tag(s, b.cast(), (*cache).tag);
             }
             (b.cast::<u8>(), false)
@@ -167,6 +167,9 @@ unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
                 return (b, zero);
             }
             if heap::collect_remote_frees(heap) && cache::has_head(cache, class) {
+                continue;
+            }
+            if heap::reuse_slab(heap, cache, class) {
                 continue;
             }
             let s = heap::new_slab(heap, cache, class);

@@ -395,7 +395,7 @@ pub unsafe fn pop_block(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
             let b = (*s).free;
             (*s).free = slab::next_of(s, b);
             (*s).used_rel += 1;
-            if !(*s).tags.is_null() {
+            if !(*s).tags().is_null() {
                 slab::set_tag(s, b.cast(), (*cache).tag);
             }
             bump(&(*cache).taken, (*cl).size);
@@ -553,6 +553,82 @@ pub unsafe fn empty_out(cache: *mut Cache) {
             (*cl).full = null_mut();
             (*cl).slabs = 0;
         }
+    }
+}
+
+/// Moves the slabs of dedicated cache `from` that hold live blocks into
+/// `to`, the thread's shared cache, as tagged slabs: when a promoted
+/// group's cache goes, this thread (or the next to adopt its segments)
+/// fills their room with any group's objects, instead of leaving them
+/// orphans that wait for their last block. Untagged slabs gain tags
+/// ([`slab::share`]) and give up their reference on the group: the return
+/// value counts those, for the caller to release. A slab that gets no tag
+/// array (out of memory) stays for [`empty_out`].
+///
+/// # Safety
+/// Owner thread only; `from` is a dedicated cache of this thread, `to` its
+/// shared cache.
+pub unsafe fn share_slabs(from: *mut Cache, to: *mut Cache) -> usize {
+    let mut released = 0;
+    // SAFETY: owner-only walk and edit of both caches' lists; `next` is read
+    // before a slab leaves its list.
+    unsafe {
+        for class in 0..NUM_CLASSES {
+            let cl = class_list(from, class);
+            for full in [false, true] {
+                let mut s = if full { (*cl).full } else { (*cl).head };
+                while s != empty_slab() && !s.is_null() {
+                    let next = (*s).next;
+                    if (*s).used() > 0 {
+                        let tagged = !(*s).tags().is_null();
+                        if tagged || !slab::share(s).is_null() {
+                            released += usize::from(!tagged);
+                            if full {
+                                unlink_full(cl, s);
+                            } else {
+                                unlink_partial(cl, s);
+                            }
+                            (*cl).slabs -= 1;
+                            adopt_slab(to, s);
+                        }
+                    }
+                    s = next;
+                }
+            }
+        }
+    }
+    released
+}
+
+/// Moves a slab of `class` with room and live blocks from shared cache
+/// `from` to the allocation head of `to` (see `heap::reuse_slab`);
+/// false when `from` has none.
+///
+/// # Safety
+/// Owner thread only; both are caches of this thread, `from` its shared one
+/// and not the current cache.
+pub unsafe fn lend_slab(from: *mut Cache, to: *mut Cache, class: usize) -> bool {
+    // SAFETY: owner-only edit of both caches' lists.
+    unsafe {
+        let cl = class_list(from, class);
+        let mut s = (*cl).head;
+        while s != empty_slab() && !s.is_null() {
+            if (*s).used() > 0 && slab::has_room(s) {
+                unlink_partial(cl, s);
+                (*cl).slabs -= 1;
+                // Blocks of `to`'s group only: the slab becomes `to`'s own,
+                // untagged. Otherwise it keeps its tags, and `to` writes its
+                // group's tag in it.
+                slab::unshare(s, (*to).node, (*to).tag);
+                let to_cl = class_list(to, class);
+                (*s).cache.store(to.cast(), Ordering::Relaxed);
+                (*to_cl).slabs += 1;
+                push_partial_front(to_cl, s);
+                return true;
+            }
+            s = (*s).next;
+        }
+        false
     }
 }
 

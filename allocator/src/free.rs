@@ -81,7 +81,7 @@ unsafe fn local_free<const CHECK_STATE: bool>(
         }
         // Only shared slabs have tags: a jump, so the root's free path
         // keeps no stack frame and pays one load and one branch.
-        if !(*s).tags.is_null() {
+        if !(*s).tags().is_null() {
             return tagged_free(s, b, cache);
         }
         #[cfg(feature = "checks")]
@@ -114,7 +114,7 @@ unsafe fn tagged_free(s: *mut Slab, b: *mut Block, cache: *mut cache::Cache) {
     unsafe {
         #[cfg(feature = "checks")]
         slab::check_free(s, b);
-        let tag = *(*s).tags.add(slab::block_index(s, b.cast()));
+        let tag = slab::tag_at((*s).tags(), slab::block_index(s, b.cast()));
         let first = (*s).free;
         slab::link(s, b, first);
         (*s).free = b;
@@ -208,7 +208,7 @@ unsafe fn local_free_slow(heap: *mut Heap, s: *mut Slab, owner: *mut GroupNode) 
         let cache = (*s).cache.load(Ordering::Relaxed).cast::<Cache>();
         if cache.is_null() {
             GroupNode::uncharge(owner, bs, true);
-        } else if (*s).tags.is_null() {
+        } else if (*s).tags().is_null() {
             cache::credit(cache, bs);
         } else {
             heap::credit_group(heap, owner, bs);

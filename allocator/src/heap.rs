@@ -514,7 +514,7 @@ unsafe fn adopt_segment(h: *mut Heap, seg: *mut Segment) {
             if (*d).state == SPAN_SLAB {
                 if (*d).used() == 0 {
                     segment::release_slab(d);
-                } else if !(*d).tags.is_null() {
+                } else if !(*d).tags().is_null() {
                     cache::adopt_slab(&raw mut (*h).shared, d);
                 } else if (*d).owner == group::root() {
                     cache::adopt_slab(&raw mut (*h).root, d);
@@ -1070,8 +1070,9 @@ unsafe fn unload_shared(h: *mut Heap) {
 }
 
 /// Drops the group cache in `slot`: its reserve goes back to the group,
-/// a dedicated cache's empty slabs to the segments (the others become
-/// orphans), and its reference on the group goes.
+/// a dedicated cache's empty slabs to the segments, its slabs with live
+/// blocks to the shared cache (an isolated group's become orphans), and
+/// its reference on the group goes.
 ///
 /// # Safety
 /// Owner thread only; the group cache is not the thread's current one.
@@ -1091,15 +1092,61 @@ unsafe fn evict(h: *mut Heap, slot: usize) {
         }
         let d = (*g).dedicated;
         if !d.is_null() {
+            let dn = (*d).node;
+            // A promoted group's slabs join the shared cache; an isolated
+            // group's never hold another group's objects.
+            if !(*dn).is_isolated() {
+                for _ in 0..cache::share_slabs(d, &raw mut (*h).shared) {
+                    GroupNode::release(dn);
+                }
+            }
             cache::empty_out(d);
             (*d).live.store(false, Ordering::Release);
-            let dn = (*d).node;
             cache::CACHES.free(d.cast());
             GroupNode::release(dn);
         }
         GroupNode::release(node);
     }
 }
+
+/// Before a group's cache `c` makes a slab of `class`, it takes one with
+/// room that exists already. A promoted group's dedicated cache takes one
+/// from the thread's shared cache: those it filled before its promotion,
+/// and those adopted from exited threads (whose promoted slabs [`evict`]
+/// shares). And abandoned segments are adopted first, at most
+/// [`ADOPT_PER_SLAB`] per call, rather than after this heap's own free
+/// spans run out: otherwise their slabs' room waits, partly used, beside
+/// fresh slabs (rounds of short threads in one busy group grew by a round
+/// of slabs each). A slab lent keeps its tags: the dedicated cache tags
+/// what it hands out there. The root's cache keeps the plain order (own
+/// spans, then adoption, in [`new_slab`]), so a long-lived thread that
+/// allocates a little outside groups does not take the segments a burst of
+/// workers left; an isolated group's cache takes nothing shared. True when
+/// `c` has a slab with room for `class` now.
+///
+/// # Safety
+/// Owner thread only; `c` is one of the thread's caches, the current one.
+pub unsafe fn reuse_slab(h: *mut Heap, c: *mut Cache, class: usize) -> bool {
+    // SAFETY: owner-only; a dedicated cache holds its node.
+    unsafe {
+        let shared = &raw mut (*h).shared;
+        if c == &raw mut (*h).root || c == shared || (*(*c).node).is_isolated() {
+            return false;
+        }
+        for _ in 0..ADOPT_PER_SLAB {
+            if cache::lend_slab(shared, c, class) {
+                return true;
+            }
+            if adopt_one(h).is_null() {
+                return false;
+            }
+        }
+        cache::lend_slab(shared, c, class)
+    }
+}
+
+/// The most abandoned segments [`reuse_slab`] adopts for one slab.
+const ADOPT_PER_SLAB: usize = 4;
 
 /// Credits `bytes` freed from a shared slab on this thread to `owner`: to
 /// the loaded reserve, to the group's saved reserve here, or straight to

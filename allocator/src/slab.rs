@@ -8,7 +8,7 @@ use crate::meta_pool::MetaPool;
 use crate::os::PAGE_SIZE;
 use crate::size_class::class_size;
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 /// The slab the fast path allocates from (zero: the cheapest test on the
 /// free path).
@@ -49,8 +49,10 @@ pub struct Slab {
     pub cache: AtomicPtr<ListOwner>,
     /// A shared slab's owner tags: for each block, the index of the group
     /// charged for it (see `group::node_at`), written when the block is
-    /// handed out. Null for a slab whose blocks all charge `owner`.
-    pub tags: *mut u32,
+    /// handed out. Null for a slab whose blocks all charge `owner`. Atomic
+    /// because a dedicated slab gains tags while its blocks are live
+    /// ([`share`]), and frees on other threads read it ([`owner_of`]).
+    pub tags: AtomicPtr<u32>,
     pub start: *mut u8,
     /// The group charged for this slab's blocks when it has no tags (a
     /// dedicated slab holds a reference on it; the root's need none).
@@ -93,12 +95,23 @@ pub struct Slab {
     /// Slab: the block carving starts at, going up and wrapping to the
     /// first (see `slab::init`).
     pub carve_from: u32,
+    /// Slab: a tag array taken off while blocks were live ([`unshare`]),
+    /// given back when the slab is retired.
+    pub old_tags: *mut u32,
 }
 
 const _: () = assert!(core::mem::offset_of!(Slab, fresh) < 64);
 const _: () = assert!(core::mem::offset_of!(Slab, free) == 64);
+const _: () = assert!(core::mem::size_of::<Slab>() == 128);
 
 impl Slab {
+    /// The owner tags (null when the slab has none), as the thread that
+    /// owns the slab reads them: it is the only writer.
+    #[inline(always)]
+    pub fn tags(&self) -> *mut u32 {
+        self.tags.load(Ordering::Relaxed)
+    }
+
     /// Marks which list of its cache holds the slab, and so when a local
     /// free must take the slow path: never on the allocation head (kept
     /// even when empty), when it empties on another slab with room, and
@@ -152,7 +165,8 @@ pub static EMPTY_SLAB: Slab = Slab {
     prev: null_mut(),
     freed_at: 0,
     key: 0,
-    tags: null_mut(),
+    tags: AtomicPtr::new(null_mut()),
+    old_tags: null_mut(),
     recip: 0,
 };
 
@@ -258,6 +272,8 @@ pub fn slices_for(class: usize, live: u32) -> usize {
 /// Owner-tag arrays: one pool per power of two from 64 bytes (16 tags) to
 /// 32 KiB (8,192 tags, the most any shared slab has).
 const TAG_POOLS: usize = 10;
+/// The most tags a slab has (its array comes from the largest pool).
+const MAX_TAGS: usize = (64 << (TAG_POOLS - 1)) / 4;
 static TAG_POOL: [MetaPool; TAG_POOLS] = {
     let mut pools = [const { MetaPool::new(64) }; TAG_POOLS];
     let mut k = 0;
@@ -272,6 +288,29 @@ static TAG_POOL: [MetaPool; TAG_POOLS] = {
 fn tag_pool(capacity: u32) -> Option<&'static MetaPool> {
     let bytes = (capacity as usize * 4).max(64).next_power_of_two();
     TAG_POOL.get((bytes / 64).trailing_zeros() as usize)
+}
+
+/// Entry `i` of tag array `tags`. Entries are atomics (each read and
+/// written Relaxed, plain moves): a free on another thread may read one
+/// while the owner refills the array for the same group ([`share`]).
+///
+/// # Safety
+/// `tags` is a tag array with more than `i` entries.
+#[inline(always)]
+pub unsafe fn tag_at(tags: *mut u32, i: usize) -> u32 {
+    // SAFETY: the caller passes an entry inside a live tag array, which is
+    // only ever accessed through atomics.
+    unsafe { AtomicU32::from_ptr(tags.add(i)).load(Ordering::Relaxed) }
+}
+
+/// Writes entry `i` of tag array `tags` (see [`tag_at`]).
+///
+/// # Safety
+/// As for [`tag_at`]; the caller owns the slab.
+#[inline(always)]
+pub unsafe fn set_tag_at(tags: *mut u32, i: usize, tag: u32) {
+    // SAFETY: as in `tag_at`.
+    unsafe { AtomicU32::from_ptr(tags.add(i)).store(tag, Ordering::Relaxed) }
 }
 
 /// The index of block `b` in slab `s`.
@@ -291,7 +330,7 @@ pub unsafe fn block_index(s: *mut Slab, b: *mut u8) -> usize {
 #[inline]
 pub unsafe fn set_tag(s: *mut Slab, b: *mut u8, tag: u32) {
     // SAFETY: the tag array has a slot per block.
-    unsafe { *(*s).tags.add(block_index(s, b)) = tag };
+    unsafe { set_tag_at((*s).tags(), block_index(s, b), tag) };
 }
 
 /// The group charged for live block `b` of slab `s`.
@@ -303,11 +342,14 @@ pub unsafe fn owner_of(s: *mut Slab, b: *mut u8) -> *mut GroupNode {
     // SAFETY: the block is live, so its tag (written when it was handed out,
     // before the block could reach another thread) names a charged record.
     unsafe {
-        let tags = (*s).tags;
+        // Acquire: a slab that gained tags while live ([`share`]) filled
+        // them before publishing them. One read before the store sees null
+        // and takes `owner`, which names the same group.
+        let tags = (*s).tags.load(Ordering::Acquire);
         if tags.is_null() {
             (*s).owner
         } else {
-            crate::group::node_at(*tags.add(block_index(s, b)))
+            crate::group::node_at(tag_at(tags, block_index(s, b)))
         }
     }
 }
@@ -330,7 +372,8 @@ pub unsafe fn init(
     unsafe {
         let bytes = (*d).slice_count as usize * SLICE_SIZE;
         let capacity = (bytes / bs) as u32;
-        (*d).tags = null_mut();
+        (*d).tags.store(null_mut(), Ordering::Relaxed);
+        (*d).old_tags = null_mut();
         if tagged {
             let Some(pool) = tag_pool(capacity) else {
                 return false;
@@ -339,7 +382,7 @@ pub unsafe fn init(
             if t.is_null() {
                 return false;
             }
-            (*d).tags = t;
+            (*d).tags.store(t, Ordering::Relaxed);
         }
         (*d).class = class as u8;
         (*d).block_size = bs as u32;
@@ -376,6 +419,91 @@ pub unsafe fn init(
     }
 }
 
+/// Gives dedicated slab `s` owner tags, every one naming its group, so it
+/// can join a shared cache while its blocks are live; its hold on the group
+/// goes (note and return value as for [`retire`]: the caller releases the
+/// reference). Null, and nothing changed, when no tag array can be had.
+///
+/// # Safety
+/// Owner thread only; `s` is a dedicated slab (untagged, not the root's).
+pub unsafe fn share(s: *mut Slab) -> *mut GroupNode {
+    // SAFETY: owner-only; the tag array is ours until the Release store
+    // publishes it, and every entry is written before it.
+    unsafe {
+        let owner = (*s).owner;
+        // A slab that was shared before ([`unshare`]) takes its old array
+        // back: a late reader of it reads the same group there.
+        let mut t = (*s).old_tags;
+        (*s).old_tags = null_mut();
+        if t.is_null() {
+            let Some(pool) = tag_pool((*s).capacity) else {
+                return null_mut();
+            };
+            t = pool.alloc().cast::<u32>();
+            if t.is_null() {
+                return null_mut();
+            }
+        }
+        let index = (*owner).index;
+        for i in 0..(*s).capacity as usize {
+            set_tag_at(t, i, index);
+        }
+        // `owner` stays: a free elsewhere that read the tags as null just
+        // before this store reads it, and it names the same group, which its
+        // live blocks keep charged (and so alive) without the reference.
+        (*s).tags.store(t, Ordering::Release);
+        let bytes = (*s).slice_count as usize * SLICE_SIZE;
+        (*owner).note_slab((*s).class as usize, bytes, false);
+        owner
+    }
+}
+
+/// Takes the tags off shared slab `s` when every block ever carved from it
+/// was last handed out for the group at `index` (so every live block
+/// charges it): `s` becomes a dedicated slab of `node`, whose fast paths
+/// write and read no tag, and takes a reference on it. False, and nothing
+/// changed, otherwise. The tag array waits in `old_tags` until the slab is
+/// retired: a free on another thread may have read the tags just before,
+/// and still reads its entry (which names `node`).
+///
+/// # Safety
+/// Owner thread only; `s` is a tagged slab; `node` is live and `index` its
+/// record's index.
+pub unsafe fn unshare(s: *mut Slab, node: *mut GroupNode, index: u32) -> bool {
+    // SAFETY: owner-only; the tag entries of carved blocks were written
+    // when those blocks were handed out.
+    unsafe {
+        let tags = (*s).tags();
+        if !(*s).old_tags.is_null() {
+            // Never so: `share` takes an old array back.
+            return false;
+        }
+        // Blocks on the free list are not live: their tags are stale.
+        let cap = (*s).capacity as usize;
+        let mut free = [0u64; MAX_TAGS / 64];
+        let mut b = (*s).free;
+        while !b.is_null() {
+            let i = block_index(s, b.cast());
+            free[i / 64] |= 1 << (i % 64);
+            b = next_of(s, b);
+        }
+        for k in 0..(*s).carved as usize {
+            let i = ((*s).carve_from as usize + k) % cap;
+            if free[i / 64] & (1 << (i % 64)) == 0 && tag_at(tags, i) != index {
+                return false;
+            }
+        }
+        // `owner` first, then the tags' Release: a free elsewhere that
+        // reads the tags as null reads the new owner.
+        (*s).owner = node;
+        let bytes = (*s).slice_count as usize * SLICE_SIZE;
+        (*node).note_slab((*s).class as usize, bytes, true);
+        (*s).old_tags = tags;
+        (*s).tags.store(null_mut(), Ordering::Release);
+        true
+    }
+}
+
 /// Undoes what [`init`] took: the tag array, or a dedicated slab's hold on
 /// its group. Returns the group whose reference the caller must release
 /// (null when none).
@@ -385,9 +513,16 @@ pub unsafe fn init(
 pub unsafe fn retire(s: *mut Slab) -> *mut GroupNode {
     // SAFETY: owner-only; nothing refers to the slab's tags any more.
     unsafe {
-        let tags = (*s).tags;
+        let old = (*s).old_tags;
+        if !old.is_null() {
+            (*s).old_tags = null_mut();
+            if let Some(pool) = tag_pool((*s).capacity) {
+                pool.free(old.cast());
+            }
+        }
+        let tags = (*s).tags();
         if !tags.is_null() {
-            (*s).tags = null_mut();
+            (*s).tags.store(null_mut(), Ordering::Relaxed);
             if let Some(pool) = tag_pool((*s).capacity) {
                 pool.free(tags.cast());
             }
