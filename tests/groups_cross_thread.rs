@@ -54,6 +54,35 @@ fn free_on_another_thread_credits_the_owner() {
 }
 
 #[test]
+fn frees_for_a_group_the_thread_is_not_in_are_credited_in_batches() {
+    // Another thread's frees of a group it is not in are held back (below
+    // an eighth of a batch) and handed over by `flush`; a group with a
+    // limit on its chain is credited at once, so its limit stays exact.
+    let unlimited = Group::new("xt-batched-credit");
+    let limited = Group::builder("xt-batched-credit-limited")
+        .max(64 * MIB)
+        .build();
+    let make = |g: &Group| g.scope(|| (0..8).map(|_| Box::new([5u8; 64])).collect::<Vec<_>>());
+    let (a, b) = (make(&unlimited), make(&limited));
+    memcg::flush();
+    let (live_a, live_b) = (unlimited.current(), limited.current());
+    assert!(live_a >= 8 * 64 && live_b >= 8 * 64, "{live_a} {live_b}");
+    let (ga, gb) = (unlimited.clone(), limited.clone());
+    let (held, at_once, after) = std::thread::spawn(move || {
+        drop(a);
+        drop(b);
+        let seen = (ga.current(), gb.current());
+        memcg::flush();
+        (seen.0, seen.1, ga.current())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(held, live_a, "the credits were held back");
+    assert_eq!(at_once, 0, "a limited group is credited at once");
+    assert_eq!(after, 0, "flush handed the held credits over");
+}
+
+#[test]
 fn objects_freed_by_many_threads_credit_their_group() {
     let a = Group::new("xt-many-freers-a");
     let slack = slack_per_thread();

@@ -188,7 +188,7 @@ unsafe fn remote_free(h: *mut heap::Heap, seg: *mut Segment, s: *mut Slab, b: *m
         if !heap::is_placeholder(h) && heap::current_node() == owner {
             cache::credit((*h).current, bytes);
         } else {
-            GroupNode::uncharge(owner, bytes, true);
+            heap::credit_later(h, owner, bytes);
         }
         heap::free_remote(h, seg, b);
     }
@@ -207,7 +207,7 @@ unsafe fn local_free_slow(heap: *mut Heap, s: *mut Slab, owner: *mut GroupNode) 
         let bs = (*s).block_size as usize;
         let cache = (*s).cache.load(Ordering::Relaxed).cast::<Cache>();
         if cache.is_null() {
-            GroupNode::uncharge(owner, bs, true);
+            heap::credit_later(heap, owner, bs);
         } else if (*s).tags().is_null() {
             cache::credit(cache, bs);
         } else {

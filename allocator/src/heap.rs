@@ -14,6 +14,7 @@ use crate::group::{self, GroupNode};
 use crate::layout::{ABANDONED, HEADER_SLICES, SLICES, SLICE_SIZE};
 use crate::meta_pool::MetaPool;
 use crate::os;
+use crate::pending_credit::PendingCredits;
 use crate::remote::{self, Outbox};
 use crate::segment::{self, Segment, ABANDONED_SEGMENTS};
 use crate::slab::{Slab, LIST_ORPHAN, SPAN_SLAB};
@@ -72,6 +73,9 @@ pub struct Heap {
     pub outbox: Outbox,
     /// Raised by threads that sent remote frees to this heap's segments.
     pub pending: Pending,
+    /// Credits for frees of groups this thread keeps no cache for, held
+    /// back and handed over in batches (see `pending_credit`).
+    pub credits: PendingCredits,
     /// The root group's cache.
     pub root: Cache,
     /// The slabs the thread's groups share (tagged), with the loaded group
@@ -147,6 +151,7 @@ static PLACEHOLDER: Heap = Heap {
     remote_scans: 0,
     outbox: Outbox::new(),
     pending: Pending(AtomicBool::new(false)),
+    credits: PendingCredits::new(),
     root: Cache::empty(),
     shared: Cache::empty(),
 };
@@ -204,6 +209,7 @@ pub fn reserves_in_live_caches() -> isize {
         unsafe {
             if (*h).live.load(Ordering::Acquire) {
                 sum += cache::reserve(&(*h).root) + cache::reserve(&(*h).shared);
+                sum += (*h).credits.held() as isize;
             }
         }
     });
@@ -294,6 +300,7 @@ pub fn init_thread() -> *mut Heap {
                 remote_scans: 0,
                 outbox: Outbox::new(),
                 pending: Pending(AtomicBool::new(false)),
+                credits: PendingCredits::new(),
                 root: Cache::empty(),
                 shared: Cache::empty(),
             },
@@ -337,6 +344,7 @@ unsafe fn abandon(h: *mut Heap) {
     unsafe {
         send_outbox(h);
         collect_remote_frees_all(h);
+        (*h).credits.hand_over_all();
         make_current(h, &raw mut (*h).root);
         (*h).group = group::root();
         let t = (*h).table;
@@ -1185,7 +1193,29 @@ pub unsafe fn credit_group(h: *mut Heap, owner: *mut GroupNode, bytes: usize) {
                 return;
             }
         }
-        GroupNode::uncharge(owner, bytes, true);
+        credit_later(h, owner, bytes);
+    }
+}
+
+/// Credits `bytes` freed for `owner`, which this thread keeps no cache
+/// for: held back with the thread's pending credits when no level of the
+/// group's chain has a limit, else given to the group now (so a limit's
+/// slack is unchanged).
+///
+/// # Safety
+/// `h` is the calling thread's heap or the placeholder; `owner` is charged
+/// at least `bytes`.
+pub unsafe fn credit_later(h: *mut Heap, owner: *mut GroupNode, bytes: usize) {
+    // SAFETY: owner-only access to the heap's credits; the charge keeps
+    // `owner` and its ancestors alive.
+    unsafe {
+        if is_placeholder(h) || owner == group::root() {
+            GroupNode::uncharge(owner, bytes, true);
+        } else if (*h).credits.holds(owner) || !GroupNode::chain_limited(owner) {
+            (*h).credits.add(owner, bytes, cache::saved_reserve_max());
+        } else {
+            GroupNode::uncharge(owner, bytes, true);
+        }
     }
 }
 
@@ -1303,6 +1333,7 @@ pub fn flush() {
         send_outbox(h);
         while !adopt_one(h).is_null() {}
         collect_remote_frees_all(h);
+        (*h).credits.hand_over_all();
     }
 }
 
@@ -1381,7 +1412,10 @@ unsafe fn take_in_deaths(h: *mut Heap, end: u64) {
                 death_log::Death::Index(index) => {
                     // The index may have been reused by a newer group by
                     // now: `evict_if_dead` checks the entry's own record.
-                    if let Some(i) = lookup(h, group::node_at(index)) {
+                    // Credits held for it go either way (early is harmless).
+                    let node = group::node_at(index);
+                    (*h).credits.hand_over_for(node);
+                    if let Some(i) = lookup(h, node) {
                         evict_if_dead(h, i);
                     }
                 }

@@ -31,6 +31,7 @@ mod meta_pool;
 mod os;
 #[cfg(feature = "checks")]
 mod ownership;
+mod pending_credit;
 mod remote;
 mod root_charge;
 mod segment;

@@ -228,7 +228,9 @@ pub fn check() -> Result<(), Exceeded> {
 /// `current` counts only live objects (up to other threads' reserves);
 /// sends the blocks this thread freed into other threads' slabs on their
 /// way, and takes in those other threads sent to this thread's slabs.
-/// (Frees are credited when they happen; only the memory travels. After
+/// Credits this thread holds back for groups with no limit that it freed
+/// other threads' objects of go to their groups too. (Frees are credited
+/// when they happen, or held back that way; only the memory travels. After
 /// every thread has flushed twice, no freed block waits anywhere.)
 pub fn flush() {
     groups::flush();
