@@ -1117,20 +1117,20 @@ unsafe fn evict(h: *mut Heap, slot: usize) {
     }
 }
 
-/// Before a group's cache `c` makes a slab of `class`, it takes one with
-/// room that exists already. A promoted group's dedicated cache takes one
-/// from the thread's shared cache: those it filled before its promotion,
-/// and those adopted from exited threads (whose promoted slabs [`evict`]
-/// shares). And abandoned segments are adopted first, at most
-/// [`ADOPT_PER_SLAB`] per call, rather than after this heap's own free
-/// spans run out: otherwise their slabs' room waits, partly used, beside
-/// fresh slabs (rounds of short threads in one busy group grew by a round
-/// of slabs each). A slab lent keeps its tags: the dedicated cache tags
-/// what it hands out there. The root's cache keeps the plain order (own
-/// spans, then adoption, in [`new_slab`]), so a long-lived thread that
-/// allocates a little outside groups does not take the segments a burst of
-/// workers left; an isolated group's cache takes nothing shared. True when
-/// `c` has a slab with room for `class` now.
+/// Before a promoted group's dedicated cache `c` makes a slab of `class`,
+/// it takes one with room from the thread's shared cache: those it filled
+/// before its promotion, and those adopted from exited threads (whose
+/// promoted slabs [`evict`] shares). When there is none it adopts abandoned
+/// segments first, at most [`ADOPT_PER_SLAB`] per call, rather than after
+/// this heap's own free spans run out: otherwise their slabs' room waits,
+/// partly used, beside fresh slabs (rounds of short threads in one busy
+/// group grew by a round of slabs each). A lent slab whose live blocks are
+/// all the group's loses its tags (`slab::unshare`); another keeps them,
+/// and `c` tags what it hands out there. The root's and the shared cache
+/// keep the plain order (own spans, then adoption, in [`new_slab`]): taking
+/// segments first there made every short thread grab several, and the
+/// threads beside it map fresh ones. An isolated group's cache takes
+/// nothing shared. True when `c` has a slab with room for `class` now.
 ///
 /// # Safety
 /// Owner thread only; `c` is one of the thread's caches, the current one.
