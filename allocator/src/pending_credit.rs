@@ -110,7 +110,8 @@ impl PendingCredits {
     /// Owner thread only.
     pub unsafe fn hand_over_for(&self, node: *mut GroupNode) {
         if self.holds(node) {
-            // SAFETY: owner-only.
+            // SAFETY: the caller is the owner thread, the slots' only
+            // writer, so the slot cannot change between the test and here.
             unsafe { self.hand_over(Self::slot_of(node)) };
         }
     }
@@ -121,7 +122,8 @@ impl PendingCredits {
     /// Owner thread only.
     pub unsafe fn hand_over_all(&self) {
         for i in 0..SLOTS {
-            // SAFETY: owner-only.
+            // SAFETY: the caller is the owner thread, the slots' only
+            // writer; each slot's group is charged for what it holds.
             unsafe { self.hand_over(i) };
         }
     }

@@ -329,7 +329,8 @@ pub unsafe fn block_index(s: *mut Slab, b: *mut u8) -> usize {
 /// `s` has tags; `b` is a block of it just handed out by its owner thread.
 #[inline]
 pub unsafe fn set_tag(s: *mut Slab, b: *mut u8, tag: u32) {
-    // SAFETY: the tag array has a slot per block.
+    // SAFETY: a tagged slab's array has an entry per block (sized from its
+    // capacity in `init` or `share`), and `b` is a block of `s`.
     unsafe { set_tag_at((*s).tags(), block_index(s, b), tag) };
 }
 
