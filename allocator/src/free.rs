@@ -121,11 +121,24 @@ unsafe fn tagged_free(s: *mut Slab, b: *mut Block, cache: *mut cache::Cache) {
         let rel = (*s).used_rel - 1;
         (*s).used_rel = rel;
         if (rel < 0) | cache.is_null() || tag != (*cache).tag {
-            local_free_slow(heap::current(), s, group::node_at(tag));
-        } else {
-            cache::credit(cache, (*s).block_size as usize);
+            return tagged_free_slow(s, tag);
         }
+        cache::credit(cache, (*s).block_size as usize);
     }
+}
+
+/// [`local_free_slow`] for a block of a shared slab whose tag is `tag`. A
+/// function of its own so that [`tagged_free`]'s common case calls nothing
+/// and keeps no stack frame.
+///
+/// # Safety
+/// As for [`local_free_slow`]; `tag` was the block's tag.
+#[cold]
+#[inline(never)]
+unsafe fn tagged_free_slow(s: *mut Slab, tag: u32) {
+    // SAFETY: the caller's contract; a live block's tag names a group
+    // that its charge keeps alive.
+    unsafe { local_free_slow(heap::current(), s, group::node_at(tag)) }
 }
 
 /// A free into a slab that is not on the current cache's lists: another

@@ -826,9 +826,21 @@ unsafe fn used_entries(h: *mut Heap) -> impl Iterator<Item = usize> {
     // SAFETY: owner-only; the table, when mapped, has ENTRIES entries.
     unsafe {
         let t = (*h).table;
-        let sets = if t.is_null() { 0 } else { SETS };
-        (0..sets)
-            .filter(move |&set| set_used(h, set))
+        let words = if t.is_null() { 0 } else { SETS / 64 };
+        // A word of the bitmap at a time: a thread that served a few
+        // groups exits after a few dozen loads, not one per set.
+        (0..words)
+            .flat_map(move |w| {
+                let mut bits = (*h).used_sets[w].load(Ordering::Relaxed);
+                core::iter::from_fn(move || {
+                    if bits == 0 {
+                        return None;
+                    }
+                    let set = w * 64 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    Some(set)
+                })
+            })
             .flat_map(ways_of)
             .filter(move |&i| !(*entry(h, i)).node.is_null())
     }
