@@ -600,6 +600,54 @@ pub unsafe fn share_slabs(from: *mut Cache, to: *mut Cache) -> usize {
     released
 }
 
+/// Moves the slabs of shared cache `from` whose live blocks all charge
+/// `to`'s group into `to`, the group's new dedicated cache, untagged
+/// ([`slab::unshare`]), looking at no more than [`CLAIM_SCAN`] slabs with
+/// live blocks. Called at promotion: the blocks the group allocated before
+/// it would otherwise each be freed on the slow path (their slabs are not
+/// the current cache's), and their slabs' room could not serve the group.
+///
+/// # Safety
+/// Owner thread only; `from` is this thread's shared cache, not current;
+/// `to` a dedicated cache of this thread.
+pub unsafe fn claim_slabs(from: *mut Cache, to: *mut Cache) {
+    let mut left = CLAIM_SCAN;
+    // SAFETY: owner-only walk and edit of both caches' lists; `next` is read
+    // before a slab leaves its list.
+    unsafe {
+        for class in 0..NUM_CLASSES {
+            let cl = class_list(from, class);
+            for full in [false, true] {
+                let mut s = if full { (*cl).full } else { (*cl).head };
+                while s != empty_slab() && !s.is_null() {
+                    let next = (*s).next;
+                    if (*s).used() > 0 {
+                        if left == 0 {
+                            return;
+                        }
+                        left -= 1;
+                        if slab::unshare(s, (*to).node, (*to).tag) {
+                            if full {
+                                unlink_full(cl, s);
+                            } else {
+                                unlink_partial(cl, s);
+                            }
+                            (*cl).slabs -= 1;
+                            adopt_slab(to, s);
+                        }
+                    }
+                    s = next;
+                }
+            }
+        }
+    }
+}
+
+/// The most slabs with live blocks [`claim_slabs`] looks at: a promotion
+/// follows `PROMOTE_AFTER` bytes (256 slabs of one slice), and a thread
+/// that serves many groups does not walk all their slabs.
+const CLAIM_SCAN: usize = 512;
+
 /// Moves a slab of `class` with room and live blocks from shared cache
 /// `from` to the allocation head of `to` (see `heap::reuse_slab`);
 /// false when `from` has none.

@@ -1033,6 +1033,9 @@ pub unsafe fn promote(h: *mut Heap) -> *mut Cache {
         cache::load(d, node, (*g).tag, r);
         (*g).dedicated = d;
         make_current(h, d);
+        if !(*node).is_isolated() {
+            cache::claim_slabs(&raw mut (*h).shared, d);
+        }
         d
     }
 }
