@@ -196,23 +196,34 @@ fn shared_windows(a: &Group, b: &Group) -> usize {
 
 #[test]
 fn groups_share_slabs_unless_isolated() {
-    let a = Group::new("xt-shared-slab-a");
-    let b = Group::new("xt-shared-slab-b");
-    assert!(
-        shared_windows(&a, &b) > 0,
-        "two small groups interleaving allocations share slabs"
-    );
-    let c = Group::builder("xt-shared-slab-c").isolated(true).build();
-    assert_eq!(
-        shared_windows(&a, &c),
-        0,
-        "an isolated group shares no slab"
-    );
-    // Frees of interleaved objects credit each group back to zero.
-    memcg::flush();
-    assert_eq!(a.current(), 0);
-    assert_eq!(b.current(), 0);
-    assert_eq!(c.current(), 0);
+    // On a thread of its own, so `first` is the first group it serves.
+    std::thread::spawn(|| {
+        let first = Group::new("xt-shared-slab-first");
+        let a = Group::new("xt-shared-slab-a");
+        let b = Group::new("xt-shared-slab-b");
+        assert_eq!(
+            shared_windows(&first, &a),
+            0,
+            "a thread's first group has slabs of its own"
+        );
+        assert!(
+            shared_windows(&a, &b) > 0,
+            "two small groups interleaving allocations share slabs"
+        );
+        let c = Group::builder("xt-shared-slab-c").isolated(true).build();
+        assert_eq!(
+            shared_windows(&a, &c),
+            0,
+            "an isolated group shares no slab"
+        );
+        // Frees of interleaved objects credit each group back to zero.
+        memcg::flush();
+        for g in [&first, &a, &b, &c] {
+            assert_eq!(g.current(), 0, "{g:?}");
+        }
+    })
+    .join()
+    .unwrap();
 }
 
 #[test]

@@ -61,8 +61,10 @@ fn tunables_reach_group_reserves() {
     let keep = h.scope(|| Box::new(1u64));
     memcg::flush();
     memcg::set_tunables(big);
-    let keep2 = h.scope(|| Box::new(2u64));
-    let cur = h.current();
+    let (keep2, cur) = h.scope(|| {
+        let k = Box::new(2u64);
+        (k, h.current())
+    });
     assert!(
         cur >= MIB,
         "refill after the change uses the new batch: {cur}"

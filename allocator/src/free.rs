@@ -153,7 +153,11 @@ unsafe fn free_other(seg: *mut Segment, s: *mut Slab, b: *mut Block) {
     unsafe {
         let h = heap::current();
         if (*seg).thread_id.load(Ordering::Relaxed) == h as usize {
-            local_free::<true>(s, b, (*s).cache.load(Ordering::Relaxed).cast::<Cache>());
+            let c = (*s).cache.load(Ordering::Relaxed).cast::<Cache>();
+            local_free::<true>(s, b, c);
+            // Not the current cache: a dedicated one keeps no more than a
+            // thread keeps for a group it is not allocating in.
+            heap::trim_away_cache(h, c);
         } else {
             remote_free(h, seg, s, b);
         }

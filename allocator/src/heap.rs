@@ -957,7 +957,12 @@ pub unsafe fn lookup(h: *mut Heap, node: *mut GroupNode) -> Option<usize> {
 unsafe fn group_cache_for(h: *mut Heap, node: *mut GroupNode) -> *mut GroupCache {
     // SAFETY: owner-only access to the table and its records.
     unsafe {
-        if (*h).table.is_null() {
+        // The first group a thread serves shares its slabs with no one
+        // until a second comes: it gets a cache of its own at once, with
+        // the root's fast paths (a thread that works for one tenant writes
+        // and reads no tags).
+        let first = (*h).table.is_null();
+        if first {
             let t = take_table();
             if t.is_null() {
                 return null_mut();
@@ -992,12 +997,13 @@ unsafe fn group_cache_for(h: *mut Heap, node: *mut GroupNode) -> *mut GroupCache
         );
         (*node).prefetch_info();
         let mut dedicated = null_mut();
-        if (*node).is_isolated() {
+        if first || (*node).is_isolated() {
             dedicated = cache::CACHES.alloc().cast::<Cache>();
-            if dedicated.is_null() {
+            if !dedicated.is_null() {
+                Cache::init(dedicated, node);
+            } else if (*node).is_isolated() {
                 return null_mut();
             }
-            Cache::init(dedicated, node);
         }
         (*node).acquire();
         (*g).node = node;
@@ -1054,6 +1060,28 @@ unsafe fn saved_keep(node: *mut GroupNode) -> isize {
         0
     } else {
         cache::saved_reserve_max() as isize
+    }
+}
+
+/// After a local free credited `c`, a cache of this thread that is not the
+/// current one: a dedicated cache's reserve is kept within what a thread
+/// keeps for a group it is not allocating in, and cut to half of that when
+/// past it, so the next few such frees need no uncharge (as
+/// [`credit_group`] treats a saved reserve). Null, the root's and the
+/// shared cache are left alone.
+///
+/// # Safety
+/// Owner thread only; `c` is null or one of the thread's caches, not current.
+pub unsafe fn trim_away_cache(h: *mut Heap, c: *mut Cache) {
+    // SAFETY: owner-only; a dedicated cache holds its node.
+    unsafe {
+        if c.is_null() || c == &raw mut (*h).root || c == &raw mut (*h).shared {
+            return;
+        }
+        let keep = saved_keep((*c).node);
+        if cache::reserve(&*c) > keep {
+            cache::trim_reserve(c, keep / 2);
+        }
     }
 }
 
