@@ -570,32 +570,17 @@ pub unsafe fn empty_out(cache: *mut Cache) {
 /// shared cache.
 pub unsafe fn share_slabs(from: *mut Cache, to: *mut Cache) -> usize {
     let mut released = 0;
-    // SAFETY: owner-only walk and edit of both caches' lists; `next` is read
-    // before a slab leaves its list.
+    // SAFETY: owner-only edit of both caches' lists, on slabs the walk
+    // hands over with live blocks.
     unsafe {
-        for class in 0..NUM_CLASSES {
-            let cl = class_list(from, class);
-            for full in [false, true] {
-                let mut s = if full { (*cl).full } else { (*cl).head };
-                while s != empty_slab() && !s.is_null() {
-                    let next = (*s).next;
-                    if (*s).used() > 0 {
-                        let tagged = !(*s).tags().is_null();
-                        if tagged || !slab::share(s).is_null() {
-                            released += usize::from(!tagged);
-                            if full {
-                                unlink_full(cl, s);
-                            } else {
-                                unlink_partial(cl, s);
-                            }
-                            (*cl).slabs -= 1;
-                            adopt_slab(to, s);
-                        }
-                    }
-                    s = next;
-                }
+        walk_live_slabs(from, |cl, s, full| {
+            let tagged = !(*s).tags().is_null();
+            if tagged || !slab::share(s).is_null() {
+                released += usize::from(!tagged);
+                move_slab(cl, s, full, to);
             }
-        }
+            true
+        });
     }
     released
 }
@@ -612,29 +597,47 @@ pub unsafe fn share_slabs(from: *mut Cache, to: *mut Cache) -> usize {
 /// `to` a dedicated cache of this thread.
 pub unsafe fn claim_slabs(from: *mut Cache, to: *mut Cache) {
     let mut left = CLAIM_SCAN;
-    // SAFETY: owner-only walk and edit of both caches' lists; `next` is read
-    // before a slab leaves its list.
+    // SAFETY: owner-only edit of both caches' lists, on slabs the walk
+    // hands over with live blocks; `to` holds its node.
+    unsafe {
+        walk_live_slabs(from, |cl, s, full| {
+            if left == 0 {
+                return false;
+            }
+            left -= 1;
+            if slab::unshare(s, (*to).node, (*to).tag) {
+                move_slab(cl, s, full, to);
+            }
+            true
+        });
+    }
+}
+
+/// The most slabs with live blocks [`claim_slabs`] looks at: a promotion
+/// follows `PROMOTE_AFTER` bytes (256 slabs of one slice), and a thread
+/// that serves many groups does not walk all their slabs.
+const CLAIM_SCAN: usize = 512;
+
+/// Calls `f(list, slab, on_full_list)` for each slab of `cache` with live
+/// blocks, class by class, partial list then full, until `f` returns
+/// false. `f` may move the slab it is given off its list.
+///
+/// # Safety
+/// Owner thread only; `cache` is one of its caches.
+unsafe fn walk_live_slabs(
+    cache: *mut Cache,
+    mut f: impl FnMut(*mut ClassList, *mut Slab, bool) -> bool,
+) {
+    // SAFETY: owner-only walk; `next` is read before `f` may unlink the slab.
     unsafe {
         for class in 0..NUM_CLASSES {
-            let cl = class_list(from, class);
+            let cl = class_list(cache, class);
             for full in [false, true] {
                 let mut s = if full { (*cl).full } else { (*cl).head };
                 while s != empty_slab() && !s.is_null() {
                     let next = (*s).next;
-                    if (*s).used() > 0 {
-                        if left == 0 {
-                            return;
-                        }
-                        left -= 1;
-                        if slab::unshare(s, (*to).node, (*to).tag) {
-                            if full {
-                                unlink_full(cl, s);
-                            } else {
-                                unlink_partial(cl, s);
-                            }
-                            (*cl).slabs -= 1;
-                            adopt_slab(to, s);
-                        }
+                    if (*s).used() > 0 && !f(cl, s, full) {
+                        return;
                     }
                     s = next;
                 }
@@ -643,10 +646,23 @@ pub unsafe fn claim_slabs(from: *mut Cache, to: *mut Cache) {
     }
 }
 
-/// The most slabs with live blocks [`claim_slabs`] looks at: a promotion
-/// follows `PROMOTE_AFTER` bytes (256 slabs of one slice), and a thread
-/// that serves many groups does not walk all their slabs.
-const CLAIM_SCAN: usize = 512;
+/// Moves slab `s` from list `cl` (its full list when `full`) to cache `to`.
+///
+/// # Safety
+/// Owner thread only; `s` is on that list; it has live blocks, all charging
+/// `to`'s group unless it is tagged.
+unsafe fn move_slab(cl: *mut ClassList, s: *mut Slab, full: bool, to: *mut Cache) {
+    // SAFETY: owner-only list edits.
+    unsafe {
+        if full {
+            unlink_full(cl, s);
+        } else {
+            unlink_partial(cl, s);
+        }
+        (*cl).slabs -= 1;
+        adopt_slab(to, s);
+    }
+}
 
 /// Moves a slab of `class` with room and live blocks from shared cache
 /// `from` to the allocation head of `to` (see `heap::reuse_slab`);
