@@ -114,6 +114,9 @@ pub struct Cache {
     pub tagged: bool,
     /// Counted in statistics.
     pub live: AtomicBool,
+    /// A dedicated cache made at promotion (the group was busy here): it
+    /// adopts abandoned segments before it makes a slab.
+    pub promoted: bool,
     pub classes: [ClassList; NUM_CLASSES],
 }
 
@@ -141,6 +144,7 @@ impl Cache {
             tag: 0,
             tagged: false,
             live: AtomicBool::new(false),
+            promoted: false,
             classes: {
                 let mut classes = [const {
                     ClassList {

@@ -1034,6 +1034,7 @@ pub unsafe fn promote(h: *mut Heap) -> *mut Cache {
         }
         let node = (*g).node;
         Cache::init(d, node);
+        (*d).promoted = true;
         let r = cache::unload(&raw mut (*h).shared);
         (*h).active = null_mut();
         cache::load(d, node, (*g).tag, r);
@@ -1184,7 +1185,13 @@ pub unsafe fn reuse_slab(h: *mut Heap, c: *mut Cache, class: usize) -> bool {
         if c == &raw mut (*h).root || c == shared || (*(*c).node).is_isolated() {
             return false;
         }
-        for _ in 0..ADOPT_PER_SLAB {
+        // Only a busy group's cache adopts first (promoted, or a thread's
+        // first group's once it has handed out as much): a thread's first
+        // group's cache taking segments first from its start made every
+        // short thread in a group grab several, as the shared cache did.
+        let busy = (*c).promoted || (*c).taken.load(Ordering::Relaxed) > cache::PROMOTE_AFTER;
+        let adopts = if busy { ADOPT_PER_SLAB } else { 0 };
+        for _ in 0..adopts {
             if cache::lend_slab(shared, c, class) {
                 return true;
             }
