@@ -1161,19 +1161,22 @@ unsafe fn evict(h: *mut Heap, slot: usize) {
     }
 }
 
-/// Before a promoted group's dedicated cache `c` makes a slab of `class`,
-/// it takes one with room from the thread's shared cache: those it filled
-/// before its promotion, and those adopted from exited threads (whose
-/// promoted slabs [`evict`] shares). When there is none it adopts abandoned
+/// Before a non-isolated group's dedicated cache `c` (promoted, or a
+/// thread's first group's) makes a slab of `class`, it takes one with room
+/// from the thread's shared cache: those the group filled before it had
+/// the cache, and those adopted from exited threads (whose dedicated slabs
+/// [`evict`] shares). When there is none, a busy group's cache (promoted,
+/// or one that has handed out `cache::PROMOTE_AFTER`) adopts abandoned
 /// segments first, at most [`ADOPT_PER_SLAB`] per call, rather than after
 /// this heap's own free spans run out: otherwise their slabs' room waits,
 /// partly used, beside fresh slabs (rounds of short threads in one busy
 /// group grew by a round of slabs each). A lent slab whose live blocks are
 /// all the group's loses its tags (`slab::unshare`); another keeps them,
-/// and `c` tags what it hands out there. The root's and the shared cache
-/// keep the plain order (own spans, then adoption, in [`new_slab`]): taking
-/// segments first there made every short thread grab several, and the
-/// threads beside it map fresh ones. An isolated group's cache takes
+/// and `c` tags what it hands out there. The root's and the shared cache,
+/// and a first group's cache before it is busy, keep the plain order (own
+/// spans, then adoption, in [`new_slab`]): taking segments first there made
+/// every short thread grab several, and the threads beside it map fresh
+/// ones. An isolated group's cache takes
 /// nothing shared. True when `c` has a slab with room for `class` now.
 ///
 /// # Safety
@@ -1185,10 +1188,6 @@ pub unsafe fn reuse_slab(h: *mut Heap, c: *mut Cache, class: usize) -> bool {
         if c == &raw mut (*h).root || c == shared || (*(*c).node).is_isolated() {
             return false;
         }
-        // Only a busy group's cache adopts first (promoted, or a thread's
-        // first group's once it has handed out as much): a thread's first
-        // group's cache taking segments first from its start made every
-        // short thread in a group grab several, as the shared cache did.
         let busy = (*c).promoted || (*c).taken.load(Ordering::Relaxed) > cache::PROMOTE_AFTER;
         let adopts = if busy { ADOPT_PER_SLAB } else { 0 };
         for _ in 0..adopts {
