@@ -96,14 +96,21 @@ impl Tenant {
 
     /// Runs the tenant's future (memcg: `group.run(fut)`, which cancels it
     /// on an exceed); `None` when it was cancelled.
-    pub async fn run<F: Future>(self, fut: F) -> Option<F::Output> {
+    ///
+    /// Not an `async fn`: one would keep `fut` itself in its state until its
+    /// first poll, so the spawned task would hold the future twice under
+    /// memcg (there, and in the box `group.run` puts it in). As written, the
+    /// task holds what `tokio::spawn(group.run(fut))` holds.
+    #[allow(clippy::manual_async_fn)]
+    pub fn run<F: Future>(self, fut: F) -> impl Future<Output = Option<F::Output>> {
         #[cfg(feature = "alloc-memcg")]
         {
-            self.group.run(fut).await.ok()
+            let run = self.group.run(fut);
+            async move { run.await.ok() }
         }
         #[cfg(not(feature = "alloc-memcg"))]
         {
-            Some(fut.await)
+            async move { Some(fut.await) }
         }
     }
 
