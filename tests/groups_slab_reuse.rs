@@ -11,7 +11,8 @@ fn a_busy_groups_slabs_serve_the_threads_after_it() {
     // and frees all but one in 16, kept until the end. Its slabs outlive
     // it, a sixteenth full: the next threads must fill that room rather
     // than leave those slabs beside fresh ones. (When they did, rounds 2 to
-    // 6 added 34 MB of active slabs; now about 10.)
+    // 6 added 34 MB of active slabs; adopting the exited thread's oldest
+    // segment first, 9.6 MB; its newest first, as now, 4 to 6 MB.)
     const ROUNDS: usize = 6;
     let g = memcg::Group::new("busy-rounds");
     let mut kept: Vec<Vec<u8>> = Vec::new();
@@ -36,7 +37,7 @@ fn a_busy_groups_slabs_serve_the_threads_after_it() {
     }
     let grown = active[ROUNDS - 1] - active[0];
     assert!(
-        grown < 16 << 20,
+        grown < 8 << 20,
         "rounds 2..{ROUNDS} added {grown} active bytes for 2.5 MiB kept: {active:?}"
     );
     drop(kept);

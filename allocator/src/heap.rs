@@ -27,6 +27,13 @@ use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Orderi
 static PURGE_DELAY_MS: AtomicU64 = AtomicU64::new(10);
 /// Bumped by [`purge_all`]; heaps that see it change purge everything.
 static PURGE_REQUESTS: AtomicU64 = AtomicU64::new(0);
+/// When the abandoned segments are next purged ([`purge_abandoned`]), in
+/// `os::now_ms` time: one pass per purge delay for the whole process, by
+/// whichever heap's timer comes first. Each heap's own timer starts at 0,
+/// so without this every new thread purged them at its first slab, and
+/// while one did, the segments were off the stack: the threads of a
+/// burst starting beside it found none to adopt and mapped fresh ones.
+static ABANDONED_PURGE_AT: AtomicU64 = AtomicU64::new(0);
 /// Every this many slow-path collections, look for remote frees in every
 /// segment even without a raised flag (a flag can be missed in a narrow
 /// race). A missed block was credited to its group when freed; only its
@@ -363,9 +370,14 @@ unsafe fn abandon(h: *mut Heap) {
         // to need a span adopts them (a burst of short threads reuses the
         // same memory without faults or system calls), and the purge timer
         // of any heap gives back what waits too long (`purge_abandoned`).
+        // Pushed oldest first, so the segment this heap took last, whose
+        // slabs are the newest and the least full, is adopted first.
         let mut seg = (*h).segments;
+        while !seg.is_null() && !(*seg).next.is_null() {
+            seg = (*seg).next;
+        }
         while !seg.is_null() {
-            let next = (*seg).next;
+            let next = (*seg).prev;
             (*seg).next = null_mut();
             (*seg).prev = null_mut();
             (*seg).thread_id.store(ABANDONED, Ordering::Release);
@@ -692,7 +704,19 @@ unsafe fn maybe_purge(h: *mut Heap) {
         if own {
             purge_heap(h, now.saturating_sub(delay));
         }
-        purge_abandoned(now.saturating_sub(delay));
+        let due = ABANDONED_PURGE_AT.load(Ordering::Relaxed);
+        if now >= due
+            && ABANDONED_PURGE_AT
+                .compare_exchange(
+                    due,
+                    now.saturating_add(delay.max(1)),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            purge_abandoned(now.saturating_sub(delay));
+        }
     }
 }
 
