@@ -29,10 +29,10 @@ static PURGE_DELAY_MS: AtomicU64 = AtomicU64::new(10);
 static PURGE_REQUESTS: AtomicU64 = AtomicU64::new(0);
 /// When the abandoned segments are next purged ([`purge_abandoned`]), in
 /// `os::now_ms` time: one pass per purge delay for the whole process, by
-/// whichever heap's timer comes first. Each heap's own timer starts at 0,
-/// so without this every new thread purged them at its first slab, and
-/// while one did, the segments were off the stack: the threads of a
-/// burst starting beside it found none to adopt and mapped fresh ones.
+/// whichever heap's timer comes first. A heap's own timer starts at 0, so
+/// without this every new thread walked them all at its first slab, and
+/// while one did they were off the stack, where a thread starting beside
+/// it could find none to adopt.
 static ABANDONED_PURGE_AT: AtomicU64 = AtomicU64::new(0);
 /// Every this many slow-path collections, look for remote frees in every
 /// segment even without a raised flag (a flag can be missed in a narrow
@@ -370,8 +370,9 @@ unsafe fn abandon(h: *mut Heap) {
         // to need a span adopts them (a burst of short threads reuses the
         // same memory without faults or system calls), and the purge timer
         // of any heap gives back what waits too long (`purge_abandoned`).
-        // Pushed oldest first, so the segment this heap took last, whose
-        // slabs are the newest and the least full, is adopted first.
+        // Pushed oldest first, so the segment this heap took last is the
+        // first adopted: in rounds of threads in one busy group the next
+        // thread then fills the room this one left (`groups_slab_reuse`).
         let mut seg = (*h).segments;
         while !seg.is_null() && !(*seg).next.is_null() {
             seg = (*seg).next;
