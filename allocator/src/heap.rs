@@ -27,13 +27,13 @@ use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Orderi
 static PURGE_DELAY_MS: AtomicU64 = AtomicU64::new(10);
 /// Bumped by [`purge_all`]; heaps that see it change purge everything.
 static PURGE_REQUESTS: AtomicU64 = AtomicU64::new(0);
-/// When the abandoned segments are next purged ([`purge_abandoned`]), in
-/// `os::now_ms` time: one pass per purge delay for the whole process, by
-/// whichever heap's timer comes first. A heap's own timer starts at 0, so
-/// without this every new thread walked them all at its first slab, and
-/// while one did they were off the stack, where a thread starting beside
-/// it could find none to adopt.
-static ABANDONED_PURGE_AT: AtomicU64 = AtomicU64::new(0);
+/// When the abandoned segments were last purged ([`purge_abandoned`]), in
+/// `os::now_ms` time (0: never): one pass per purge delay for the whole
+/// process, by whichever heap's timer comes first. A heap's own timer
+/// starts at 0, so without this every new thread walked them all at its
+/// first slab, and while one did they were off the stack, where a thread
+/// starting beside it could find none to adopt.
+static ABANDONED_PURGED_AT: AtomicU64 = AtomicU64::new(0);
 /// Every this many slow-path collections, look for remote frees in every
 /// segment even without a raised flag (a flag can be missed in a narrow
 /// race). A missed block was credited to its group when freed; only its
@@ -71,7 +71,8 @@ pub struct Heap {
     pub sweep_left: usize,
     pub sweep_at: usize,
     pub segments: *mut Segment,
-    pub next_purge_ms: u64,
+    /// When this heap last purged on its timer (`os::now_ms`; 0: never).
+    pub last_purge_ms: u64,
     pub purge_seen: u64,
     /// Slow-path collections of remote frees, counting towards the next
     /// full scan.
@@ -153,7 +154,7 @@ static PLACEHOLDER: Heap = Heap {
     sweep_left: 0,
     sweep_at: 0,
     segments: null_mut(),
-    next_purge_ms: 0,
+    last_purge_ms: 0,
     purge_seen: 0,
     remote_scans: 0,
     outbox: Outbox::new(),
@@ -302,7 +303,7 @@ pub fn init_thread() -> *mut Heap {
                 sweep_left: 0,
                 sweep_at: 0,
                 segments: null_mut(),
-                next_purge_ms: 0,
+                last_purge_ms: 0,
                 purge_seen: PURGE_REQUESTS.load(Ordering::Relaxed),
                 remote_scans: 0,
                 outbox: Outbox::new(),
@@ -696,29 +697,32 @@ unsafe fn maybe_purge(h: *mut Heap) {
         if !own && ABANDONED_SEGMENTS.is_empty() {
             return;
         }
+        // Timers keep when they last ran, not when they next run: a delay
+        // changed by `set_purge_delay_ms` counts at once, in both ways.
         let now = os::now_ms();
-        if now < (*h).next_purge_ms {
+        let delay = purge_delay_ms();
+        if !purge_due((*h).last_purge_ms, now, delay) {
             return;
         }
-        let delay = purge_delay_ms();
-        (*h).next_purge_ms = now.saturating_add(delay.max(1));
+        (*h).last_purge_ms = now;
         if own {
             purge_heap(h, now.saturating_sub(delay));
         }
-        let due = ABANDONED_PURGE_AT.load(Ordering::Relaxed);
-        if now >= due
-            && ABANDONED_PURGE_AT
-                .compare_exchange(
-                    due,
-                    now.saturating_add(delay.max(1)),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
+        let last = ABANDONED_PURGED_AT.load(Ordering::Relaxed);
+        if purge_due(last, now, delay)
+            && ABANDONED_PURGED_AT
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
             purge_abandoned(now.saturating_sub(delay));
         }
     }
+}
+
+/// Whether a purge timer that last ran at `last` (0: never) is due at
+/// `now`: at most one pass per millisecond, and per `delay`.
+fn purge_due(last: u64, now: u64, delay: u64) -> bool {
+    last == 0 || now.saturating_sub(last) >= delay.max(1)
 }
 
 /// Gives back the free pages of abandoned segments freed at or before
