@@ -62,7 +62,8 @@ pub struct Heap {
     /// that served a few groups reads a few lines, not the whole table).
     pub used_sets: [AtomicU64; SETS / 64],
     /// Bumped on every switch to a group; a group cache's `last_used`.
-    pub clock: u64,
+    /// 32 bits, compared as wrapping ages: an entry is then 32 bytes.
+    pub clock: u32,
     /// Nesting depth of `fallible` sections: over-limit charges fail.
     pub fallible: u32,
     /// Deaths in the `death_log` this heap has looked at (a count).
@@ -117,11 +118,13 @@ pub struct GroupCache {
     /// A dedicated cache (slabs and live reserve of its own), or null.
     pub dedicated: *mut Cache,
     /// The heap's clock when the thread last switched to the group.
-    pub last_used: u64,
+    pub last_used: u32,
     /// `node`'s index (the tag its blocks in shared slabs carry), kept here
     /// so a switch to a kept group reads nothing of the group's.
     pub tag: u32,
 }
+
+const _: () = assert!(core::mem::size_of::<GroupCache>() == 32);
 
 /// A thread's group caches: `SETS` sets of `WAYS` entries, a group's set
 /// picked by its record's address, the least recently used entry of a full
@@ -1003,15 +1006,17 @@ unsafe fn group_cache_for(h: *mut Heap, node: *mut GroupNode) -> *mut GroupCache
         }
         let set = set_of(node);
         let mut slot = set;
-        let mut oldest = u64::MAX;
+        let mut oldest = 0;
         for i in ways_of(set) {
             let g = entry(h, i);
             if (*g).node.is_null() {
                 slot = i;
                 break;
             }
-            if (*g).last_used < oldest {
-                oldest = (*g).last_used;
+            // Ages, not stamps: the 32-bit clock may have wrapped.
+            let age = (*h).clock.wrapping_sub((*g).last_used);
+            if age >= oldest {
+                oldest = age;
                 slot = i;
             }
         }
@@ -1039,7 +1044,7 @@ unsafe fn group_cache_for(h: *mut Heap, node: *mut GroupNode) -> *mut GroupCache
         (*g).tag = (*node).index;
         (*g).reserve.store(0, Ordering::Relaxed);
         (*g).dedicated = dedicated;
-        (*g).last_used = 0;
+        (*g).last_used = (*h).clock;
         g
     }
 }
@@ -1323,7 +1328,7 @@ pub unsafe fn set_current(node: *mut GroupNode) -> bool {
         if g.is_null() {
             return false;
         }
-        (*h).clock += 1;
+        (*h).clock = (*h).clock.wrapping_add(1);
         (*g).last_used = (*h).clock;
         leave_cache(h, (*h).current);
         if !(*g).dedicated.is_null() {
