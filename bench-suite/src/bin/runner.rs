@@ -16,9 +16,14 @@
 //!        [--bins DIR] [--no-build] [--rev TEXT]
 //! ```
 //!
+//! Besides one configuration per allocator, `memcg-group` runs memcg with
+//! every thread in a group, and `mimalloc-nothp` runs the mimalloc binary
+//! with transparent huge pages disabled for the process, so the report shows
+//! how much of mimalloc's lead is huge pages.
+//!
 //! `--quick`: one repetition at scale 0.1 with memcg, system, jemalloc and
-//! mimalloc, short cachegrind runs, written under `<target>/bench-quick/` so
-//! the committed `BENCHMARKS.md` is left alone.
+//! mimalloc (no `mimalloc-nothp`), short cachegrind runs, written under
+//! `<target>/bench-quick/` so the committed `BENCHMARKS.md` is left alone.
 //!
 //! `--group-scale`: only the group-scale pass instead (memcg and jemalloc,
 //! the `scale` binary; its own options): see `memcg_bench::scale::report`.
@@ -34,6 +39,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -51,6 +57,9 @@ struct Config {
     label: String,
     alloc: String,
     group: bool,
+    /// Run with transparent huge pages disabled for the process
+    /// (`prctl(PR_SET_THP_DISABLE)`, inherited across `exec`).
+    no_thp: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -230,17 +239,33 @@ fn tv(t: libc::timeval) -> f64 {
     t.tv_sec as f64 + t.tv_usec as f64 / 1e6
 }
 
-/// Spawns `bin args` and reaps it with `wait4`, for its rusage.
-fn measure(bin: &Path, args: &[String]) -> (f64, libc::rusage, i32, String, String) {
+/// Spawns `bin args` and reaps it with `wait4`, for its rusage; with
+/// `no_thp`, transparent huge pages are disabled for the child.
+fn measure(bin: &Path, args: &[String], no_thp: bool) -> (f64, libc::rusage, i32, String, String) {
     let start = Instant::now();
-    // Reaped below with `wait4` (for its rusage), not with `Child::wait`.
-    #[allow(clippy::zombie_processes)]
-    let mut child = Command::new(bin)
-        .args(args)
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    if no_thp {
+        // SAFETY: the hook runs in the forked child before `exec`, where
+        // only async-signal-safe calls are allowed: `prctl` is a bare
+        // system call that allocates nothing and takes no lock.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    // Reaped below with `wait4` (for its rusage), not with `Child::wait`.
+    #[allow(clippy::zombie_processes)]
+    let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
     let pid = child.id() as libc::pid_t;
@@ -296,7 +321,7 @@ fn run_one(
     if cfg.group {
         args.push("--group".into());
     }
-    let (wall, ru, status, out, err) = measure(&bin, &args);
+    let (wall, ru, status, out, err) = measure(&bin, &args, cfg.no_thp);
     let (mut ok, status) = describe_status(status);
     let line = out
         .lines()
@@ -461,7 +486,7 @@ fn timed_pairs(bins: &Path, cfg: &Config, n: u64) -> Result<f64, String> {
     if cfg.group {
         args.push("--group".into());
     }
-    let (_, _, status, out, err) = measure(&bin, &args);
+    let (_, _, status, out, err) = measure(&bin, &args, cfg.no_thp);
     let (ok, status) = describe_status(status);
     if !ok {
         return Err(format!("{status}: {}", err.lines().last().unwrap_or("")));
@@ -783,12 +808,24 @@ fn main() {
             label: a.to_string(),
             alloc: a.to_string(),
             group: false,
+            no_thp: false,
         });
         if *a == "memcg" {
             configs.push(Config {
                 label: "memcg-group".into(),
                 alloc: a.to_string(),
                 group: true,
+                no_thp: false,
+            });
+        }
+        // How much of mimalloc's lead is its huge pages: the same binary
+        // with THP disabled (full runs only; the quick pass stays short).
+        if *a == "mimalloc" && !opts.quick {
+            configs.push(Config {
+                label: "mimalloc-nothp".into(),
+                alloc: a.to_string(),
+                group: false,
+                no_thp: true,
             });
         }
     }
@@ -959,7 +996,9 @@ fn main() {
         (200_000, 1_200_000)
     };
     let cg = if opts.cachegrind && Command::new("valgrind").arg("--version").output().is_ok() {
-        cachegrind(&bins, &configs, n1, n2)
+        // Huge pages change no instruction count: one count per binary.
+        let counted: Vec<Config> = configs.iter().filter(|c| !c.no_thp).cloned().collect();
+        cachegrind(&bins, &counted, n1, n2)
     } else {
         Vec::new()
     };
@@ -1021,6 +1060,7 @@ fn main() {
             "system" => "glibc malloc (std::alloc::System)",
             "jemalloc" => "tikv-jemallocator",
             "mimalloc" => "mimalloc crate (default features off)",
+            "mimalloc-nothp" => "the mimalloc binary with transparent huge pages disabled for the process (`prctl(PR_SET_THP_DISABLE)`): how much of mimalloc's lead is huge pages",
             "snmalloc" => "snmalloc-rs, `build_cc`",
             "cap" => "budgeted peer: `cap::Cap<System>` (one global atomic counter, far limit)",
             "tracking" => "budgeted peer: `tracking-allocator` over jemalloc (header per block, per-group counters on every alloc/free)",
@@ -1135,6 +1175,14 @@ fn main() {
                 worst.join(", ")
             }
         );
+        if has("mimalloc-nothp") {
+            let _ = writeln!(
+                md,
+                "- Huge pages in mimalloc's lead: with THP disabled for the process, mimalloc's workload geometric mean of time is {} its own; memcg's is {} of it.",
+                fmt_ratio(geo_ratio("mimalloc-nothp", "mimalloc", false)),
+                fmt_ratio(geo_ratio("memcg", "mimalloc-nothp", false)),
+            );
+        }
     }
     if has("memcg-group") {
         let _ = writeln!(
