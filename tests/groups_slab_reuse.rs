@@ -11,8 +11,8 @@ fn a_busy_groups_slabs_serve_the_threads_after_it() {
     // and frees all but one in 16, kept until the end. Its slabs outlive
     // it, a sixteenth full: the next threads must fill that room rather
     // than leave those slabs beside fresh ones. (When they did, rounds 2 to
-    // 6 added 34 MB of active slabs; adopting the exited thread's oldest
-    // segment first, 9.6 MB; its newest first, as now, 4 to 6 MB.)
+    // 6 added 34 MB of active slabs; adopting the exited thread's segments
+    // newest first, 21 MB; oldest first, as now, about 4 MB.)
     const ROUNDS: usize = 6;
     let g = memcg::Group::new("busy-rounds");
     let mut kept: Vec<Vec<u8>> = Vec::new();

@@ -51,13 +51,27 @@ impl AtomicStack {
     /// `node` must be valid, exclusively owned by the caller and start with a
     /// [`Link`].
     pub unsafe fn push(&self, node: *mut Link) {
+        // SAFETY: a node alone is a chain from itself to itself; the caller
+        // owns it.
+        unsafe { self.push_chain(node, node) }
+    }
+
+    /// Pushes a chain of nodes, `first` on top, in one step: they keep
+    /// their order, and the stack never shows part of the chain.
+    ///
+    /// # Safety
+    /// `first` and `last` must be valid nodes starting with a [`Link`],
+    /// `last` reachable from `first` through `next`, and every node from
+    /// `first` to `last` exclusively owned by the caller.
+    pub unsafe fn push_chain(&self, first: *mut Link, last: *mut Link) {
         let mut old = self.head.load(Ordering::Relaxed);
         loop {
-            // SAFETY: the caller owns `node` until the CAS publishes it.
-            unsafe { (*node).next.store(Self::unpack(old), Ordering::Relaxed) };
+            // SAFETY: the caller owns the chain until the CAS publishes it;
+            // only its last link changes.
+            unsafe { (*last).next.store(Self::unpack(old), Ordering::Relaxed) };
             match self.head.compare_exchange_weak(
                 old,
-                Self::pack(node, old),
+                Self::pack(first, old),
                 Ordering::Release,
                 Ordering::Relaxed,
             ) {
@@ -114,5 +128,85 @@ impl AtomicStack {
 impl Default for AtomicStack {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> *mut Link {
+        Box::into_raw(Box::new(Link {
+            next: AtomicPtr::new(null_mut()),
+        }))
+    }
+
+    fn drain(s: &AtomicStack) -> Vec<*mut Link> {
+        let mut out = Vec::new();
+        let mut n = s.take_all();
+        while !n.is_null() {
+            out.push(n);
+            // SAFETY: taken nodes are ours; `next` was written by a push.
+            n = unsafe { (*n).next.load(Ordering::Relaxed) };
+        }
+        out
+    }
+
+    #[test]
+    fn a_chain_pushed_back_keeps_its_order_above_what_is_there() {
+        let s = AtomicStack::new();
+        let [a, b, c, d] = [node(), node(), node(), node()];
+        // SAFETY: the nodes are fresh and ours.
+        unsafe {
+            s.push(a);
+            s.push(b);
+            s.push(c);
+        }
+        let top = s.take_all();
+        assert_eq!(top, c);
+        // SAFETY: `c` heads the taken chain c -> b -> a.
+        let rest = unsafe { (*top).next.load(Ordering::Relaxed) };
+        assert_eq!(rest, b);
+        // SAFETY: `d` is ours; the chain b -> a is ours since the take.
+        unsafe {
+            s.push(d);
+            s.push_chain(rest, a);
+        }
+        assert_eq!(drain(&s), vec![b, a, d]);
+        for n in [a, b, c, d] {
+            // SAFETY: every node came from `Box::into_raw` and is off the stack.
+            drop(unsafe { Box::from_raw(n) });
+        }
+    }
+
+    #[test]
+    fn chains_pushed_from_several_threads_all_arrive_whole() {
+        const THREADS: usize = 4;
+        const CHAINS: usize = 500;
+        let s = AtomicStack::new();
+        std::thread::scope(|sc| {
+            for _ in 0..THREADS {
+                sc.spawn(|| {
+                    for _ in 0..CHAINS {
+                        let (x, y) = (node(), node());
+                        // SAFETY: fresh nodes, linked x -> y, ours until pushed.
+                        unsafe {
+                            (*x).next.store(y, Ordering::Relaxed);
+                            s.push_chain(x, y);
+                        }
+                    }
+                });
+            }
+        });
+        let all = drain(&s);
+        assert_eq!(all.len(), THREADS * CHAINS * 2);
+        for pair in all.chunks(2) {
+            // SAFETY: drained nodes are ours.
+            assert_eq!(unsafe { (*pair[0]).next.load(Ordering::Relaxed) }, pair[1]);
+        }
+        for n in all {
+            // SAFETY: every node came from `Box::into_raw` and is off the stack.
+            drop(unsafe { Box::from_raw(n) });
+        }
     }
 }

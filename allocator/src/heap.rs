@@ -374,15 +374,14 @@ unsafe fn abandon(h: *mut Heap) {
         // to need a span adopts them (a burst of short threads reuses the
         // same memory without faults or system calls), and the purge timer
         // of any heap gives back what waits too long (`purge_abandoned`).
-        // Pushed oldest first, so the segment this heap took last is the
-        // first adopted: in rounds of threads in one busy group the next
-        // thread then fills the room this one left (`groups_slab_reuse`).
+        // Pushed newest first, so the segment this heap took first is the
+        // first adopted: the most carved one, its slabs' free room used
+        // before a newer segment's untouched spans are carved into. In
+        // rounds of threads in one busy group the next thread then fills
+        // the slabs this one left (`groups_slab_reuse`).
         let mut seg = (*h).segments;
-        while !seg.is_null() && !(*seg).next.is_null() {
-            seg = (*seg).next;
-        }
         while !seg.is_null() {
-            let next = (*seg).prev;
+            let next = (*seg).next;
             (*seg).next = null_mut();
             (*seg).prev = null_mut();
             (*seg).thread_id.store(ABANDONED, Ordering::Release);
@@ -494,23 +493,21 @@ unsafe fn adopt_one(h: *mut Heap) -> *mut Segment {
         return null_mut();
     }
     // SAFETY: the taken list is ours alone; we keep the first segment and
-    // push the others back.
+    // push the others back in one step, in their order (so the next
+    // adoption takes the next one their previous owner took, and the stack
+    // does not look empty to other threads for a push per segment).
     unsafe {
-        let mut rest = (*first)
-            .head
-            .link
-            .next
-            .load(Ordering::Relaxed)
-            .cast::<Segment>();
-        while !rest.is_null() {
-            let next = (*rest)
-                .head
-                .link
-                .next
-                .load(Ordering::Relaxed)
-                .cast::<Segment>();
-            ABANDONED_SEGMENTS.push(rest.cast());
-            rest = next;
+        let rest = (*first).head.link.next.load(Ordering::Relaxed);
+        if !rest.is_null() {
+            let mut last = rest;
+            loop {
+                let next = (*last).next.load(Ordering::Relaxed);
+                if next.is_null() {
+                    break;
+                }
+                last = next;
+            }
+            ABANDONED_SEGMENTS.push_chain(rest, last);
         }
         adopt_segment(h, first);
     }
@@ -733,10 +730,12 @@ fn purge_due(last: u64, now: u64, delay: u64) -> bool {
 /// taken off the stack the segments are this thread's alone (other threads
 /// only push onto their inboxes), as if adopted for the moment.
 fn purge_abandoned(older_than: u64) {
-    let mut seg = ABANDONED_SEGMENTS.take_all().cast::<Segment>();
     // SAFETY: the taken list is ours alone; each segment goes back on the
     // stack or is unmapped.
     unsafe {
+        // Bottom first, so that the segments go back as they came, each as
+        // soon as it is purged, and keep the order adoption relies on.
+        let mut seg = reversed(ABANDONED_SEGMENTS.take_all()).cast::<Segment>();
         while !seg.is_null() {
             let next = (*seg)
                 .head
@@ -756,6 +755,24 @@ fn purge_abandoned(older_than: u64) {
             seg = next;
         }
     }
+}
+
+/// Reverses a list linked through `next`, returning its new first node.
+///
+/// # Safety
+/// Every node of the list must be valid and the caller's alone.
+unsafe fn reversed(mut node: *mut Link) -> *mut Link {
+    let mut done: *mut Link = null_mut();
+    while !node.is_null() {
+        // SAFETY: the caller owns every node of the list.
+        unsafe {
+            let next = (*node).next.load(Ordering::Relaxed);
+            (*node).next.store(done, Ordering::Relaxed);
+            done = node;
+            node = next;
+        }
+    }
+    done
 }
 
 /// Purges free spans freed at or before `older_than`, and unmaps segments
