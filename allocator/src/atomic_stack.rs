@@ -125,6 +125,40 @@ impl AtomicStack {
     }
 }
 
+/// The last node of a list linked through `next` (such as one `take_all`
+/// returned).
+///
+/// # Safety
+/// `node` and every node after it must be valid and the caller's alone.
+pub unsafe fn last_of(mut node: *mut Link) -> *mut Link {
+    loop {
+        // SAFETY: the caller owns every node of the list.
+        let next = unsafe { (*node).next.load(Ordering::Relaxed) };
+        if next.is_null() {
+            return node;
+        }
+        node = next;
+    }
+}
+
+/// Reverses a list linked through `next`; returns its new first node.
+///
+/// # Safety
+/// Every node of the list must be valid and the caller's alone.
+pub unsafe fn reversed(mut node: *mut Link) -> *mut Link {
+    let mut done: *mut Link = null_mut();
+    while !node.is_null() {
+        // SAFETY: the caller owns every node of the list.
+        unsafe {
+            let next = (*node).next.load(Ordering::Relaxed);
+            (*node).next.store(done, Ordering::Relaxed);
+            done = node;
+            node = next;
+        }
+    }
+    done
+}
+
 impl Default for AtomicStack {
     fn default() -> Self {
         Self::new()

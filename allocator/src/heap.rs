@@ -8,7 +8,7 @@
 //! destructor (registered on that slow path), which abandons the heap's
 //! segments for other threads to adopt.
 
-use crate::atomic_stack::Link;
+use crate::atomic_stack::{self, Link};
 use crate::cache::{self, Cache};
 use crate::group::{self, GroupNode};
 use crate::layout::{ABANDONED, HEADER_SLICES, SLICES, SLICE_SIZE};
@@ -499,15 +499,7 @@ unsafe fn adopt_one(h: *mut Heap) -> *mut Segment {
     unsafe {
         let rest = (*first).head.link.next.load(Ordering::Relaxed);
         if !rest.is_null() {
-            let mut last = rest;
-            loop {
-                let next = (*last).next.load(Ordering::Relaxed);
-                if next.is_null() {
-                    break;
-                }
-                last = next;
-            }
-            ABANDONED_SEGMENTS.push_chain(rest, last);
+            ABANDONED_SEGMENTS.push_chain(rest, atomic_stack::last_of(rest));
         }
         adopt_segment(h, first);
     }
@@ -735,7 +727,7 @@ fn purge_abandoned(older_than: u64) {
     unsafe {
         // Bottom first, so that the segments go back as they came, each as
         // soon as it is purged, and keep the order adoption relies on.
-        let mut seg = reversed(ABANDONED_SEGMENTS.take_all()).cast::<Segment>();
+        let mut seg = atomic_stack::reversed(ABANDONED_SEGMENTS.take_all()).cast::<Segment>();
         while !seg.is_null() {
             let next = (*seg)
                 .head
@@ -755,24 +747,6 @@ fn purge_abandoned(older_than: u64) {
             seg = next;
         }
     }
-}
-
-/// Reverses a list linked through `next`, returning its new first node.
-///
-/// # Safety
-/// Every node of the list must be valid and the caller's alone.
-unsafe fn reversed(mut node: *mut Link) -> *mut Link {
-    let mut done: *mut Link = null_mut();
-    while !node.is_null() {
-        // SAFETY: the caller owns every node of the list.
-        unsafe {
-            let next = (*node).next.load(Ordering::Relaxed);
-            (*node).next.store(done, Ordering::Relaxed);
-            done = node;
-            node = next;
-        }
-    }
-    done
 }
 
 /// Purges free spans freed at or before `older_than`, and unmaps segments
