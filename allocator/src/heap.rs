@@ -720,7 +720,10 @@ fn purge_due(last: u64, now: u64, delay: u64) -> bool {
 /// Gives back the free pages of abandoned segments freed at or before
 /// `older_than`, and unmaps abandoned segments left with no slab. While
 /// taken off the stack the segments are this thread's alone (other threads
-/// only push onto their inboxes), as if adopted for the moment.
+/// only push onto their inboxes), as if adopted for the moment: so the
+/// pass also collects their inboxes. Blocks that outlived their thread and
+/// were freed afterwards then empty their slabs here, and the next pass
+/// gives those pages back, without waiting for a thread to adopt them.
 fn purge_abandoned(older_than: u64) {
     // SAFETY: the taken list is ours alone; each segment goes back on the
     // stack or is unmapped.
@@ -735,6 +738,9 @@ fn purge_abandoned(older_than: u64) {
                 .next
                 .load(Ordering::Relaxed)
                 .cast::<Segment>();
+            // Its slabs are orphans (no cache), as adoption finds them:
+            // a slab this empties goes back to the segment as free space.
+            remote::collect(seg);
             Segment::purge(seg, older_than);
             if Segment::is_unused(seg)
                 && (*seg).resident == HEADER_SLICES * SLICE_SIZE
