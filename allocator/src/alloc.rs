@@ -65,8 +65,12 @@ pub unsafe fn alloc_small(cache: *mut Cache, class: usize) -> *mut u8 {
         // Only a shared slab has tags (and only a group's allocations use
         // one): the root's and dedicated slabs never take this branch. The
         // tag is written out of line: inlined here, it crashes the LLVM of
-        // rustc 1.95 (its module inliner) in programs that call the
-        // allocator through `&dyn GlobalAlloc`.
+        // rustc 1.95 (its module inliner, in the thin local LTO of a
+        // release build with several codegen units; one unit, or LTO off,
+        // builds) in programs that call the allocator through
+        // `&dyn GlobalAlloc`, such as `benches/compare.rs`. Reading the
+        // block size from the size table instead of the class list above
+        // crashes it the same way.
         // Returning the callee's result makes the call a jump: the fast
         // path keeps no stack frame.
         if !(*s).tags().is_null() {
