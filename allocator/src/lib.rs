@@ -20,6 +20,7 @@ mod env_settings;
 mod exit_report;
 mod first_use;
 mod free;
+mod freed_bits;
 mod group;
 pub mod groups;
 mod heap;
