@@ -719,9 +719,8 @@ pub unsafe fn adopt_slab(cache: *mut Cache, s: *mut Slab) {
         let cl = class_list(cache, (*s).class as usize);
         (*s).cache.store(cache.cast(), Ordering::Relaxed);
         (*cl).slabs += 1;
-        // Another thread's blocks, made long ago: their frees are marked
-        // (a shared slab's never are: see `Slab::set_list`).
-        (*s).mark_frees = (*s).tags().is_null();
+        // Another thread's blocks, made long ago: their frees are marked.
+        (*s).mark_frees = true;
         (*s).freed_at =
             ((*cache).taken.load(Ordering::Relaxed)).wrapping_sub(FREES_COLD_AFTER + 1) as u64;
         if slab::has_room(s) {

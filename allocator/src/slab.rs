@@ -133,10 +133,6 @@ impl Slab {
         if list == LIST_HEAD {
             self.mark_frees = false;
         }
-        // A shared slab's frees never mark (see `free::tagged_free`).
-        if !self.tags().is_null() {
-            self.mark_frees = false;
-        }
         self.slow_below = match list {
             LIST_HEAD => 0,
             LIST_PARTIAL if !self.mark_frees => 1,
@@ -474,9 +470,6 @@ pub unsafe fn share(s: *mut Slab) -> *mut GroupNode {
         // before this store reads it, and it names the same group, which its
         // live blocks keep charged (and so alive) without the reference.
         (*s).tags.store(t, Ordering::Release);
-        // A shared slab links its frees: recompute the free path's bias.
-        let list = (*s).list;
-        (*s).set_list(list);
         let bytes = (*s).slice_count as usize * SLICE_SIZE;
         (*owner).note_slab((*s).class as usize, bytes, false);
         owner
