@@ -55,13 +55,6 @@ pub fn reserve_batch() -> usize {
     RESERVE_BATCH.load(Ordering::Relaxed)
 }
 
-/// Bytes a cache hands out after a slab of it goes full beyond which the
-/// slab's blocks are taken to have left the CPU caches: the first free
-/// into it then makes it mark its frees instead of linking them (see
-/// `free::off_head_free`). Below it, linking a block still in cache is
-/// cheaper than marking it and linking it later.
-pub const FREES_COLD_AFTER: usize = 4 << 20;
-
 /// Bytes a group allocates from a thread's shared slabs, in one stretch
 /// with its group cache loaded, before it gets a dedicated cache there.
 pub const PROMOTE_AFTER: usize = 4 << 20;
@@ -394,11 +387,10 @@ pub unsafe fn pop_block(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
                 return (null_mut(), false);
             }
             let mut zero = false;
-            if (*s).free.is_null() && !slab::take_freed(s) {
+            if (*s).free.is_null() {
                 if !slab::carve(s) {
                     // No room left: park it on the full list, try the next.
                     unlink_partial(cl, s);
-                    (*s).freed_at = (*cache).taken.load(Ordering::Relaxed) as u64;
                     push_full(cl, s);
                     continue;
                 }
@@ -719,10 +711,6 @@ pub unsafe fn adopt_slab(cache: *mut Cache, s: *mut Slab) {
         let cl = class_list(cache, (*s).class as usize);
         (*s).cache.store(cache.cast(), Ordering::Relaxed);
         (*cl).slabs += 1;
-        // Another thread's blocks, made long ago: their frees are marked.
-        (*s).mark_frees = true;
-        (*s).freed_at =
-            ((*cache).taken.load(Ordering::Relaxed)).wrapping_sub(FREES_COLD_AFTER + 1) as u64;
         if slab::has_room(s) {
             push_partial_second(cl, s);
         } else {

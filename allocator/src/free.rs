@@ -1,10 +1,9 @@
 //! The free path, top to bottom: the segment header (one mask) tells a
 //! small block from a large one; the slab descriptor (a mask and an index)
 //! tells whether the slab is on the thread's current cache's lists. If so
-//! the block goes on the slab's local free list (the allocation head) or is
-//! marked in its freed-block bitmap (any other slab, see `freed_bits`), and
-//! its bytes back to the reserve; a shared slab's block is credited to the
-//! group its owner tag names. A block of another thread's slab is credited to its group at
+//! the block goes on the slab's local free list and its bytes back to the
+//! reserve; a shared slab's block is credited to the group its owner tag
+//! names. A block of another thread's slab is credited to its group at
 //! once and travels to the owner in a batch (see `remote`).
 
 use crate::cache::{self, Cache};
@@ -12,7 +11,7 @@ use crate::group::{self, GroupNode};
 use crate::heap::{self, Heap};
 use crate::layout::{self, Block, KIND_LARGE, KIND_SMALL};
 use crate::segment::{self, Segment};
-use crate::slab::{self, Slab, LIST_FULL, LIST_PARTIAL, SPAN_SLAB};
+use crate::slab::{self, Slab, SPAN_SLAB};
 use crate::{large, os};
 use core::sync::atomic::Ordering;
 
@@ -87,61 +86,17 @@ unsafe fn local_free<const CHECK_STATE: bool>(
         }
         #[cfg(feature = "checks")]
         slab::check_free(s, b);
-        // Slow for any slab but the allocation head (see `Slab::set_list`):
-        // tested before the block is written, which the slow path avoids.
-        let rel = (*s).used_rel - 1;
-        if rel < 0 {
-            crate::hint::cold_path();
-            return off_head_free(s, b, cache);
-        }
         slab::link(s, b, first);
         (*s).free = b;
+        let rel = (*s).used_rel - 1;
         (*s).used_rel = rel;
-        cache::credit(cache, (*s).block_size as usize);
-    }
-}
-
-/// [`local_free`] into a slab that is not its cache's allocation head (on
-/// its partial or full list, or an orphan) and needs more than a link: the
-/// first free into a full slab, one into an orphan, one that empties a
-/// slab, or any into a slab that marks its frees. The blocks of a slab
-/// that went full long ago (more than [`cache::FREES_COLD_AFTER`] handed
-/// out since) have likely left the CPU caches: such a slab, and an orphan,
-/// marks its freed blocks in the freed-block bitmap rather than writing
-/// them (see `freed_bits`), unless its blocks are too small to be tracked.
-///
-/// # Safety
-/// As for [`local_free`]; `s` has no tags and `b` is not its free list's
-/// head; `cache` is the slab's cache (null for an orphan).
-#[inline(never)]
-unsafe fn off_head_free(s: *mut Slab, b: *mut Block, cache: *mut cache::Cache) {
-    // SAFETY: owner-only access to the slab and its cache; `b` is a block
-    // of it.
-    unsafe {
-        if cache.is_null() {
-            (*s).mark_frees = true;
-        } else if (*s).list == LIST_FULL {
-            let since = (*cache)
-                .taken
-                .load(Ordering::Relaxed)
-                .wrapping_sub((*s).freed_at as usize);
-            (*s).mark_frees = since > cache::FREES_COLD_AFTER;
-        }
-        if (*s).mark_frees && slab::tracks_freed(s) {
-            if !slab::mark_freed(s, b) {
-                bad_free(true);
-            }
-        } else {
-            slab::link(s, b, (*s).free);
-            (*s).free = b;
-        }
-        (*s).used_rel -= 1;
-        // A slab with room that still holds blocks stays where it is:
-        // only the credit to make. Lists change for the rest.
-        if (*s).list == LIST_PARTIAL && (*s).used() > 0 && !cache.is_null() {
-            cache::credit(cache, (*s).block_size as usize);
-        } else {
+        // Slow only for a full or orphaned slab, or an emptied one that
+        // is not the allocation head (an empty head is kept).
+        if rel < 0 {
+            crate::hint::cold_path();
             local_free_slow(heap::current(), s, (*s).owner);
+        } else {
+            cache::credit(cache, (*s).block_size as usize);
         }
     }
 }
@@ -222,7 +177,7 @@ fn reject_free(double: bool) {
 #[inline(never)]
 fn bad_free(double: bool) -> ! {
     if double {
-        os::fatal("memcg: double free detected (block freed twice)\n");
+        os::fatal("memcg: double free detected (block freed twice in a row)\n");
     }
     os::fatal("memcg: free of a pointer that is not a live block of this allocator\n");
 }
@@ -256,9 +211,9 @@ unsafe fn remote_free(h: *mut heap::Heap, seg: *mut Segment, s: *mut Slab, b: *m
     }
 }
 
-/// A local free into a slab that is not the allocation head (partial,
-/// full, or orphaned); the block, whose group is `owner`, is already back
-/// on the slab (linked or marked).
+/// A local free whose slab is full, orphaned, or emptied (and not the
+/// allocation head); the block, whose group is `owner`, is already on the
+/// slab's free list.
 ///
 /// # Safety
 /// Owner thread only; `s` is a slab in one of this thread's segments.

@@ -13,16 +13,10 @@ pub const SLICES: usize = SEGMENT_SIZE / SLICE_SIZE;
 /// Bytes of one slice descriptor (a power of two, so `ptr -> slab` is
 /// shifts and masks).
 pub const DESC_SHIFT: usize = 7;
-/// Bytes of the freed-block bitmap kept per slice (see `freed_bits`):
-/// one bit per block of 16 bytes or more.
-pub const FREED_BITS_BYTES_PER_SLICE: usize = SLICE_SIZE / 16 / 8;
-/// Where the freed-block bitmaps start: after the descriptor array.
-pub const FREED_BITS_OFFSET: usize = SLICES << DESC_SHIFT;
 /// Slices taken by the segment header: the descriptor array, whose first
 /// entries (describing the header's own slices, never slabs) hold the
-/// segment's fields instead, then the freed-block bitmaps.
-pub const HEADER_SLICES: usize =
-    (FREED_BITS_OFFSET + SLICES * FREED_BITS_BYTES_PER_SLICE).div_ceil(SLICE_SIZE);
+/// segment's fields instead.
+pub const HEADER_SLICES: usize = (SLICES << DESC_SHIFT).div_ceil(SLICE_SIZE);
 /// Slices available for slabs.
 pub const USABLE_SLICES: usize = SLICES - HEADER_SLICES;
 

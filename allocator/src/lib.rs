@@ -20,7 +20,6 @@ mod env_settings;
 mod exit_report;
 mod first_use;
 mod free;
-mod freed_bits;
 mod group;
 pub mod groups;
 mod heap;

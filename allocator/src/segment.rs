@@ -1,6 +1,5 @@
 //! Segments: aligned 4 MiB mappings cut into 16 KiB slices, with the slab
-//! descriptors (and the freed-block bitmaps, see `freed_bits`) in the
-//! header, so that `ptr -> slab` is a mask and an index
+//! descriptors in the header, so that `ptr -> slab` is a mask and an index
 //! (plus, for a slab of several slices, the offset back to its first; slabs
 //! of blocks up to 2 KiB start at a multiple of 4 slices and span at most 4,
 //! so for them a mask and an index alone do).
@@ -57,7 +56,7 @@ pub struct Inbox(pub AtomicPtr<u8>);
 
 const _: () = assert!(core::mem::size_of::<Slab>() == 1 << DESC_SHIFT);
 const _: () = assert!(core::mem::size_of::<Segment>() <= HEADER_SLICES << DESC_SHIFT);
-const _: () = assert!(HEADER_SLICES == 4);
+const _: () = assert!(HEADER_SLICES == 2);
 
 thread_local! {
     /// Whether this thread's segments may hold dirty free spans (pages

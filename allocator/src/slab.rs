@@ -2,7 +2,6 @@
 //! free list (owner thread only). Blocks other threads free come back
 //! through the segment's inbox (see `remote`).
 
-use crate::freed_bits;
 use crate::group::GroupNode;
 use crate::layout::{Block, DESC_SHIFT, SEGMENT_SIZE, SLICE_SIZE};
 use crate::meta_pool::MetaPool;
@@ -77,9 +76,6 @@ pub struct Slab {
     pub dirty: bool,
     /// Slab: the span was clean when the slab was made.
     pub fresh: bool,
-    /// Slab off the allocation head: local frees mark their blocks in the
-    /// freed-block bitmap instead of linking them (see `free::off_head_free`).
-    pub mark_frees: bool,
 
     // --- line 2: the owner's, written on every allocation and free ---
     pub free: *mut Block,
@@ -94,15 +90,11 @@ pub struct Slab {
     pub carved: u32,
     pub next: *mut Slab,
     pub prev: *mut Slab,
-    /// Free span: when it became dirty (ms). Slab: its cache's `taken`
-    /// total when it last went full (see `free::off_head_free`).
+    /// Free span: when it became dirty (ms).
     pub freed_at: u64,
     /// Slab: the block carving starts at, going up and wrapping to the
     /// first (see `slab::init`).
     pub carve_from: u32,
-    /// Slab: blocks marked in its freed-block bitmap (see `freed_bits`),
-    /// free but not yet on `free`.
-    pub marked: u32,
     /// Slab: a tag array taken off while blocks were live ([`unshare`]),
     /// given back when the slab is retired.
     pub old_tags: *mut u32,
@@ -122,20 +114,15 @@ impl Slab {
 
     /// Marks which list of its cache holds the slab, and so when a local
     /// free must take the slow path: never on the allocation head (kept
-    /// even when empty); on a partial slab, when it empties, or on every
-    /// free when its frees are marked in the freed-block bitmap rather than
-    /// linked (`mark_frees`, see `freed_bits`); always on a full or
-    /// orphaned slab.
+    /// even when empty), when it empties on another slab with room, and
+    /// always on a full or orphaned slab.
     #[inline]
     pub fn set_list(&mut self, list: u8) {
         let used = self.used() as i32;
         self.list = list;
-        if list == LIST_HEAD {
-            self.mark_frees = false;
-        }
         self.slow_below = match list {
             LIST_HEAD => 0,
-            LIST_PARTIAL if !self.mark_frees => 1,
+            LIST_PARTIAL => 1,
             // Above any block count.
             _ => 1 << 30,
         };
@@ -163,13 +150,11 @@ pub static EMPTY_SLAB: Slab = Slab {
     dirty: false,
     list: LIST_PARTIAL,
     fresh: false,
-    mark_frees: false,
     class: 0,
     block_size: 0,
     capacity: 0,
     carved: 0,
     carve_from: 0,
-    marked: 0,
     used_rel: -1,
     slow_below: 1,
     start: null_mut(),
@@ -417,8 +402,6 @@ pub unsafe fn init(
         (*d).carve_from = ((colour * 64 / bs) as u32) % (*d).capacity;
         (*d).used_rel = 0;
         (*d).slow_below = 0;
-        (*d).marked = 0;
-        (*d).mark_frees = false;
         (*d).free = null_mut();
         (*d).set_list(LIST_PARTIAL);
         (*d).cache.store(lists, Ordering::Relaxed);
@@ -505,12 +488,6 @@ pub unsafe fn unshare(s: *mut Slab, node: *mut GroupNode, index: u32) -> bool {
             free[i / 64] |= 1 << (i % 64);
             b = next_of(s, b);
         }
-        if (*s).marked > 0 {
-            let bits = freed_bits::of(s as usize);
-            for (w, f) in free.iter_mut().enumerate().take(cap.div_ceil(64)) {
-                *f |= *bits.add(w);
-            }
-        }
         for k in 0..(*s).carved as usize {
             let i = ((*s).carve_from as usize + k) % cap;
             if free[i / 64] & (1 << (i % 64)) == 0 && tag_at(tags, i) != index {
@@ -537,11 +514,6 @@ pub unsafe fn unshare(s: *mut Slab, node: *mut GroupNode, index: u32) -> bool {
 pub unsafe fn retire(s: *mut Slab) -> *mut GroupNode {
     // SAFETY: owner-only; nothing refers to the slab's tags any more.
     unsafe {
-        if (*s).marked > 0 {
-            // The next slab on these slices starts with a clear bitmap.
-            freed_bits::take_all(freed_bits::of(s as usize), (*s).capacity as usize, |_| {});
-            (*s).marked = 0;
-        }
         let old = (*s).old_tags;
         if !old.is_null() {
             (*s).old_tags = null_mut();
@@ -605,62 +577,7 @@ pub unsafe fn carve(s: *mut Slab) -> bool {
 /// Owner thread only.
 pub unsafe fn has_room(s: *mut Slab) -> bool {
     // SAFETY: owner-only read.
-    unsafe { !(*s).free.is_null() || (*s).marked > 0 || (*s).carved < (*s).capacity }
-}
-
-/// Whether the slab's frees off the allocation head can be marked in its
-/// freed-block bitmap (blocks of 16 bytes or more).
-///
-/// # Safety
-/// `s` is a live slab.
-#[inline(always)]
-pub unsafe fn tracks_freed(s: *mut Slab) -> bool {
-    // SAFETY: a live slab's fields are set.
-    unsafe { (*s).capacity as usize <= freed_bits::max_blocks((*s).slice_count as usize) }
-}
-
-/// Takes block `b` back without writing it: marks it in the freed-block
-/// bitmap. False when it is marked already (a double free).
-///
-/// # Safety
-/// Owner thread only; `s` is a live slab that [`tracks_freed`]; `b` is a
-/// block of it.
-#[inline(always)]
-pub unsafe fn mark_freed(s: *mut Slab, b: *mut Block) -> bool {
-    // SAFETY: owner-only; the index of a block of `s` is below its
-    // capacity, which the bitmap covers.
-    unsafe {
-        if !freed_bits::set(freed_bits::of(s as usize), block_index(s, b.cast())) {
-            return false;
-        }
-        (*s).marked += 1;
-        true
-    }
-}
-
-/// Moves the blocks marked in the freed-block bitmap onto the (empty)
-/// free list, lowest address first; false when none is marked.
-///
-/// # Safety
-/// Owner thread only; `free` must be empty.
-pub unsafe fn take_freed(s: *mut Slab) -> bool {
-    // SAFETY: owner-only; every marked index is a free block of `s`.
-    unsafe {
-        if (*s).marked == 0 {
-            return false;
-        }
-        let start = (*s).start;
-        let bs = (*s).block_size as usize;
-        let mut head: *mut Block = null_mut();
-        freed_bits::take_all(freed_bits::of(s as usize), (*s).capacity as usize, |i| {
-            let b = start.add(i * bs).cast::<Block>();
-            link(s, b, head);
-            head = b;
-        });
-        (*s).free = head;
-        (*s).marked = 0;
-        true
-    }
+    unsafe { !(*s).free.is_null() || (*s).carved < (*s).capacity }
 }
 
 /// With `checks`: aborts unless `b` is the start of a block of `s` that is
@@ -683,9 +600,6 @@ pub unsafe fn check_free(s: *mut Slab, b: *mut Block) {
                 crate::os::fatal("memcg: double free detected (block already free)\n");
             }
             p = next_of(s, p);
-        }
-        if tracks_freed(s) && freed_bits::get(freed_bits::of(s as usize), off / bs) {
-            crate::os::fatal("memcg: double free detected (block already free)\n");
         }
     }
 }
