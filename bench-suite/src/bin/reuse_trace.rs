@@ -7,7 +7,7 @@
 //! message (default 0): with a slow consumer the channel runs full.
 //!
 //! Printed, over the second half of the messages: distinct block
-//! addresses and cache lines, the reuse distance (messages between two
+//! addresses and the cache lines they start in, the reuse distance (messages between two
 //! uses of one address) at p10/p50/p90, and the share of allocations of one
 //! element count whose address lies above the previous one of that count,
 //! by at most 1 KiB (how often the consumer reads its messages in
