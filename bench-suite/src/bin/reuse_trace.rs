@@ -1,10 +1,14 @@
-//! `reuse_trace [messages] [spin]`: the `channel` workload's pattern (one
-//! producer sends `Vec<u64>` of 1..=64 elements through
+//! `reuse_trace [messages] [spin] [lengths]`: the `channel` workload's
+//! pattern (one producer sends `Vec<u64>` of 1..=64 elements through
 //! `std::sync::mpsc::sync_channel(1024)`, a consumer folds and drops them)
 //! with the allocator chosen by this build's `alloc-*` feature, and a
 //! report of the addresses the producer was given: how the allocator reuses
 //! blocks freed by another thread. The consumer spins `spin` iterations per
 //! message (default 0): with a slow consumer the channel runs full.
+//! `lengths` (`LO-HI` or one count `N`, 1..=4096; default `1-64`) sets the
+//! element counts drawn: one count puts every message in one size class,
+//! so a cost that comes from mixing classes, or from one class's block
+//! size, can be told apart.
 //!
 //! Printed, over the second half of the messages: distinct block
 //! addresses and the cache lines they start in, the reuse distance (messages between two
@@ -22,22 +26,20 @@ use std::time::Instant;
 
 memcg_bench::global_allocator!();
 
+const USAGE: &str = "usage: reuse_trace [messages] [spin] [lengths: LO-HI or N, 1..=4096]";
+
+/// The most elements a message may have.
+const MAX_LEN: usize = 4096;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let parsed: Result<Vec<u64>, _> = args.iter().map(|a| a.parse::<u64>()).collect();
-    let (messages, spin) = match parsed.as_deref() {
-        Ok([]) => (2_000_000, 0),
-        Ok([m]) => (*m, 0),
-        Ok([m, s]) => (*m, *s),
-        _ => {
-            eprintln!("usage: reuse_trace [messages] [spin]");
+    let (messages, spin, (lo, hi)) = match parse_args(&args) {
+        Ok(parsed) => parsed,
+        Err(why) => {
+            eprintln!("reuse_trace: {why}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
-    if messages < 2 {
-        eprintln!("reuse_trace: messages must be at least 2");
-        return ExitCode::from(2);
-    }
     budget::setup(false);
     let traced = messages - messages / 2;
     // Allocated before the run, so recording does not allocate.
@@ -57,7 +59,7 @@ fn main() -> ExitCode {
         });
         let mut rng = Rng::new(1_100);
         for k in 0..messages {
-            let n = rng.range(1, 64);
+            let n = rng.range(lo, hi);
             let v: Vec<u64> = (0..n as u64).map(|j| j.wrapping_mul(k)).collect();
             if k >= messages / 2 {
                 trace.push((v.as_ptr() as usize, n));
@@ -70,7 +72,7 @@ fn main() -> ExitCode {
     let secs = t.elapsed().as_secs_f64();
     let report = Report::of(&trace);
     println!(
-        "alloc={} messages={messages} spin={spin} secs={secs:.3} checksum={:x} distinct_addrs={} distinct_lines={} reuse_p10={} reuse_p50={} reuse_p90={} ascending={:.3}",
+        "alloc={} messages={messages} spin={spin} lengths={lo}-{hi} secs={secs:.3} checksum={:x} distinct_addrs={} distinct_lines={} reuse_p10={} reuse_p50={} reuse_p90={} ascending={:.3}",
         memcg_bench::ALLOCATOR,
         checksum & 0xFFFF,
         report.addrs,
@@ -81,6 +83,44 @@ fn main() -> ExitCode {
         report.ascending,
     );
     ExitCode::SUCCESS
+}
+
+/// Messages, spin and the element-count range, from the arguments.
+fn parse_args(args: &[String]) -> Result<(u64, u64, (usize, usize)), String> {
+    if args.len() > 3 {
+        return Err("too many arguments".into());
+    }
+    let number = |i: usize, name: &str, default: u64| -> Result<u64, String> {
+        match args.get(i) {
+            None => Ok(default),
+            Some(a) => a
+                .parse::<u64>()
+                .map_err(|_| format!("{name} must be a whole number, not {a:?}")),
+        }
+    };
+    let messages = number(0, "messages", 2_000_000)?;
+    if messages < 2 {
+        return Err("messages must be at least 2".into());
+    }
+    let spin = number(1, "spin", 0)?;
+    let lengths = match args.get(2) {
+        None => (1, 64),
+        Some(a) => parse_lengths(a)?,
+    };
+    Ok((messages, spin, lengths))
+}
+
+/// `LO-HI` or `N`, within 1..=[`MAX_LEN`], `LO <= HI`.
+fn parse_lengths(a: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("lengths must be LO-HI or N with 1 <= LO <= HI <= {MAX_LEN}, not {a:?}");
+    let (lo, hi) = match a.split_once('-') {
+        Some((l, h)) => (l.parse::<usize>(), h.parse::<usize>()),
+        None => (a.parse::<usize>(), a.parse::<usize>()),
+    };
+    match (lo, hi) {
+        (Ok(lo), Ok(hi)) if 1 <= lo && lo <= hi && hi <= MAX_LEN => Ok((lo, hi)),
+        _ => Err(bad()),
+    }
 }
 
 /// What the trace of (address, element count) says about block reuse.
@@ -123,6 +163,44 @@ impl Report {
             lines: lines.len(),
             reuse: [at(1), at(5), at(9)],
             ascending: ascending as f64 / followed.max(1) as f64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn defaults_and_ranges() {
+        assert_eq!(parse_args(&args(&[])), Ok((2_000_000, 0, (1, 64))));
+        assert_eq!(parse_args(&args(&["10", "3"])), Ok((10, 3, (1, 64))));
+        assert_eq!(parse_args(&args(&["10", "0", "20"])), Ok((10, 0, (20, 20))));
+        assert_eq!(
+            parse_args(&args(&["10", "0", "9-32"])),
+            Ok((10, 0, (9, 32)))
+        );
+        assert_eq!(parse_lengths("4096"), Ok((4096, 4096)));
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        for bad in [
+            &["1"][..],
+            &["x"],
+            &["10", "-1"],
+            &["10", "0", "0"],
+            &["10", "0", "5-4"],
+            &["10", "0", "1-4097"],
+            &["10", "0", "1-"],
+            &["10", "0", "a-b"],
+            &["10", "0", "1-2", "extra"],
+        ] {
+            assert!(parse_args(&args(bad)).is_err(), "{bad:?} accepted");
         }
     }
 }
