@@ -9,7 +9,7 @@ use crate::cache::{self, Cache};
 use crate::group::ChargeMode;
 use crate::size_class::{class_for, class_size};
 use crate::slab::{self, Slab};
-use crate::{heap, large, segment};
+use crate::{heap, large, magazine, segment};
 use core::ptr::null_mut;
 use core::sync::atomic::Ordering;
 
@@ -147,6 +147,11 @@ unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
             }
             return alloc_slow((*h).current, class);
         }
+        // Blocks other threads freed come back first (see `magazine`).
+        let b = magazine::take((*heap).magazines, &raw mut (*heap).root, cache, class, true);
+        if !b.is_null() {
+            return (b, false);
+        }
         // A group that allocates this much from the shared slabs in one
         // stretch on this thread gets slabs of its own here: its objects
         // fill whole slabs, and its fast paths become the root's.
@@ -166,6 +171,17 @@ unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
             return (null_mut(), false);
         }
         loop {
+            // The reserve holds the block's bytes now.
+            let b = magazine::take(
+                (*heap).magazines,
+                &raw mut (*heap).root,
+                cache,
+                class,
+                false,
+            );
+            if !b.is_null() {
+                return (b, false);
+            }
             let (b, zero) = cache::pop_block(cache, class);
             if !b.is_null() {
                 return (b, zero);

@@ -12,6 +12,7 @@ use crate::atomic_stack::{self, Link};
 use crate::cache::{self, Cache};
 use crate::group::{self, GroupNode};
 use crate::layout::{ABANDONED, HEADER_SLICES, SLICES, SLICE_SIZE};
+use crate::magazine::{self, Magazines};
 use crate::meta_pool::MetaPool;
 use crate::os;
 use crate::pending_credit::PendingCredits;
@@ -80,6 +81,9 @@ pub struct Heap {
     pub remote_scans: u32,
     /// Blocks this thread freed into other threads' segments, not yet sent.
     pub outbox: Outbox,
+    /// Blocks of the root cache's slabs other threads freed, kept for
+    /// reuse as addresses (see `magazine`); null until the first.
+    pub magazines: *mut Magazines,
     /// Raised by threads that sent remote frees to this heap's segments.
     pub pending: Pending,
     /// Credits for frees of groups this thread keeps no cache for, held
@@ -161,6 +165,7 @@ static PLACEHOLDER: Heap = Heap {
     purge_seen: 0,
     remote_scans: 0,
     outbox: Outbox::new(),
+    magazines: null_mut(),
     pending: Pending(AtomicBool::new(false)),
     credits: PendingCredits::new(),
     root: Cache::empty(),
@@ -310,6 +315,7 @@ pub fn init_thread() -> *mut Heap {
                 purge_seen: PURGE_REQUESTS.load(Ordering::Relaxed),
                 remote_scans: 0,
                 outbox: Outbox::new(),
+                magazines: null_mut(),
                 pending: Pending(AtomicBool::new(false)),
                 credits: PendingCredits::new(),
                 root: Cache::empty(),
@@ -355,6 +361,7 @@ unsafe fn abandon(h: *mut Heap) {
     unsafe {
         send_outbox(h);
         collect_remote_frees_all(h);
+        magazine::release(&raw mut (*h).magazines);
         (*h).credits.hand_over_all();
         make_current(h, &raw mut (*h).root);
         (*h).group = group::root();
@@ -520,7 +527,7 @@ unsafe fn adopt_segment(h: *mut Heap, seg: *mut Segment) {
         link_segment(h, seg);
         // Its free spans may be resident: let this heap's purge look.
         segment::set_dirty(true);
-        remote::collect(seg);
+        remote::collect(seg, null_mut(), null_mut());
         let mut i = HEADER_SLICES;
         while i < SLICES {
             let d = Segment::desc(seg, i);
@@ -588,7 +595,7 @@ unsafe fn collect_in_segments(h: *mut Heap, all: bool) -> bool {
         while !seg.is_null() {
             // Collecting may give the segment's last slab back, never the
             // segment (that is purge's), so `next` stays valid.
-            found |= remote::collect(seg);
+            found |= remote::collect(seg, &raw mut (*h).magazines, &raw mut (*h).root);
             seg = (*seg).next;
         }
         found
@@ -740,7 +747,7 @@ fn purge_abandoned(older_than: u64) {
                 .cast::<Segment>();
             // Its slabs are orphans (no cache), as adoption finds them:
             // a slab this empties goes back to the segment as free space.
-            remote::collect(seg);
+            remote::collect(seg, null_mut(), null_mut());
             Segment::purge(seg, older_than);
             if Segment::is_unused(seg)
                 && (*seg).resident == HEADER_SLICES * SLICE_SIZE
@@ -802,6 +809,7 @@ pub fn purge_all() {
         while !adopt_one(h).is_null() {}
         collect_remote_frees_all(h);
         sweep_all_dead(h);
+        magazine::return_all((*h).magazines);
         cache::release_empty_slabs(&raw mut (*h).root);
         cache::release_empty_slabs(&raw mut (*h).shared);
         for g in entries(h) {
@@ -1413,6 +1421,7 @@ pub fn flush() {
         send_outbox(h);
         while !adopt_one(h).is_null() {}
         collect_remote_frees_all(h);
+        magazine::return_all((*h).magazines);
         (*h).credits.hand_over_all();
     }
 }

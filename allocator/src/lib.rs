@@ -27,6 +27,7 @@ mod hint;
 mod large;
 mod large_cache;
 mod layout;
+mod magazine;
 mod meta_pool;
 mod os;
 #[cfg(feature = "checks")]

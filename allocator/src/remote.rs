@@ -16,7 +16,9 @@
 //!   when it is not already up).
 //! - The owner, on its slow path and only when its flag is up, takes each
 //!   non-empty inbox of its segments whole ([`collect`]) and puts each block
-//!   of each batch back on its slab's free list as a local free would.
+//!   of each batch back on its slab's free list as a local free would, or,
+//!   for a block of its root cache, into its magazines (see `magazine`),
+//!   which write nothing into the block.
 //!   Segments with empty inboxes cost one load; no slab is scanned. The
 //!   addresses come from an array, so the owner's writes of the blocks'
 //!   links do not wait on one another (a chain linked through the blocks
@@ -37,8 +39,9 @@
 //! block in a batch of its own, and leaves it counted in its slab when not
 //! even that can be had (its group was credited; only its memory is lost).
 
-use crate::cache;
+use crate::cache::{self, Cache};
 use crate::layout::{self, Block, SEGMENT_SHIFT};
+use crate::magazine::{self, Magazines};
 use crate::meta_pool::MetaPool;
 use crate::segment::{self, Segment};
 use crate::slab::{self, SPAN_SLAB};
@@ -238,14 +241,17 @@ unsafe fn push(seg: *mut Segment, bt: *mut Batch) -> SentTo {
     }
 }
 
-/// Takes `seg`'s inbox and puts every block of every batch back on its
+/// Takes `seg`'s inbox and puts every block of every batch back: in the
+/// collecting heap's magazines when `mags` is its field and `root` its
+/// root cache (see `magazine`), else (and when those are full) on its
 /// slab, moving slabs between lists (and giving emptied ones back) as local
 /// frees do; the batches go back to their pool. Returns whether any block
 /// came back.
 ///
 /// # Safety
-/// The calling thread owns `seg` (or is adopting it).
-pub unsafe fn collect(seg: *mut Segment) -> bool {
+/// The calling thread owns `seg` (or is adopting it); `mags` is null or
+/// its heap's magazine field, with `root` that heap's root cache.
+pub unsafe fn collect(seg: *mut Segment, mags: *mut *mut Magazines, root: *mut Cache) -> bool {
     // SAFETY: owner-only access to the segment's slabs; the swap takes the
     // inbox whole, and pairs with the senders' SeqCst pushes, which
     // published the batches' contents.
@@ -271,6 +277,9 @@ pub unsafe fn collect(seg: *mut Segment) -> bool {
                 }
                 #[cfg(feature = "checks")]
                 slab::check_free(s, b);
+                if !mags.is_null() && magazine::stash(mags, root, s, b) {
+                    continue;
+                }
                 slab::link(s, b, (*s).free);
                 (*s).free = b;
                 (*s).used_rel -= 1;
