@@ -3,13 +3,13 @@
 //! and handed out again without the owner writing into them first.
 //!
 //! Putting such a block back on its slab's free list means writing the
-//! list's link into it, and the freeing core, which has just read the block,
-//! still holds its lines: on some machines (measured on an Intel Xeon with
-//! `reuse_trace`) that write, and the line it shares with a neighbouring
-//! block still in flight, cost a producer/consumer pair more than the rest
-//! of the free. A magazine records the address in the owner's own memory
-//! instead, as jemalloc's thread caches do; the block's lines move only when
-//! the program writes the block.
+//! list's link into it while the freeing core, which has just read the
+//! block, still holds its lines: on an Intel Xeon (measured with
+//! `reuse_trace`) those writes, waited for at the owner's next atomic
+//! operation, cost a producer/consumer pair more than the rest of the free.
+//! A magazine records the address in the owner's own memory instead, as
+//! jemalloc's thread caches do; the block's lines move only when the program
+//! writes the block.
 //!
 //! - `remote::collect` stashes a block of the collecting heap's root cache
 //!   (untagged, of a class up to [`MAX_BLOCK`]) while its class's magazine
@@ -39,8 +39,9 @@ use core::sync::atomic::Ordering;
 /// Blocks a magazine holds per class.
 pub const DEPTH: usize = 128;
 
-/// The largest block size stashed: a magazine holds at most
-/// [`DEPTH`] such blocks per class, so what waits in one stays small.
+/// The largest block size stashed: with [`DEPTH`] blocks a class, a
+/// heap's magazines hold at most 816 KiB (128 times the sizes of the
+/// classes up to 1 KiB, 6,528 bytes).
 pub const MAX_BLOCK: usize = 1024;
 
 /// Classes with a magazine: every class up to [`MAX_BLOCK`].
