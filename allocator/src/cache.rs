@@ -463,6 +463,27 @@ unsafe fn credit_slow(cache: *mut Cache) {
     }
 }
 
+/// Puts `b`, a block of `s` another thread freed (collected, or kept in a
+/// magazine until now), on the slab's free list, moving the slab on when it
+/// needs it ([`after_free`]). Its group was credited when it was freed.
+///
+/// # Safety
+/// Owner thread only; `b` is a block of `s` that was live and is counted in
+/// its `used`.
+#[inline]
+pub unsafe fn return_block(s: *mut Slab, b: *mut crate::layout::Block) {
+    // SAFETY: owner-only; the block is no longer the program's, so its first
+    // word is ours to write.
+    unsafe {
+        slab::link(s, b, (*s).free);
+        (*s).free = b;
+        (*s).used_rel -= 1;
+        if (*s).used_rel < 0 {
+            after_free(s);
+        }
+    }
+}
+
 /// Blocks came back to a slab (a local free, or collected remote frees):
 /// move it between lists and give it back when empty (unless it is its
 /// cache's allocation head).

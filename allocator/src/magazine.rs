@@ -32,7 +32,7 @@ use crate::layout::{self, Block};
 use crate::meta_pool::MetaPool;
 use crate::segment::{self, Segment};
 use crate::size_class::class_size;
-use crate::slab::{self, Slab};
+use crate::slab::Slab;
 use core::ptr::null_mut;
 use core::sync::atomic::Ordering;
 
@@ -173,12 +173,7 @@ pub unsafe fn return_all(m: *mut Magazines) {
             for &b in &(&(*m).blocks[class])[..n] {
                 let seg = layout::head_of(b.cast()).cast::<Segment>();
                 let s = segment::slab_of(seg, b.cast());
-                slab::link(s, b, (*s).free);
-                (*s).free = b;
-                (*s).used_rel -= 1;
-                if (*s).used_rel < 0 {
-                    cache::after_free(s);
-                }
+                cache::return_block(s, b);
             }
         }
     }

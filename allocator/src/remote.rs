@@ -280,12 +280,7 @@ pub unsafe fn collect(seg: *mut Segment, mags: *mut *mut Magazines, root: *mut C
                 if !mags.is_null() && magazine::stash(mags, root, s, b) {
                     continue;
                 }
-                slab::link(s, b, (*s).free);
-                (*s).free = b;
-                (*s).used_rel -= 1;
-                if (*s).used_rel < 0 {
-                    cache::after_free(s);
-                }
+                cache::return_block(s, b);
             }
             BATCHES.free(bt.cast());
             bt = next;
