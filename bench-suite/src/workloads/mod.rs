@@ -18,6 +18,7 @@ pub mod glibc_thread;
 pub mod groups;
 pub mod json;
 pub mod larson;
+pub mod mixed;
 pub mod mleak;
 pub mod mstress;
 pub mod rptest;
@@ -54,6 +55,7 @@ pub const ALL: &[(&str, Workload)] = &[
     ("channel", channel::run),
     ("short-threads", short_threads::run),
     ("btree-churn", btree_churn::run),
+    ("mixed", mixed::run),
 ];
 
 /// Looks a workload up by name.
