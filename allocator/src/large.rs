@@ -197,6 +197,24 @@ pub unsafe fn free(b: *mut LargeBlock) {
     }
 }
 
+/// The least tail a shrunk block gives back at any ratio (see
+/// [`gives_tail_back`]).
+const TAIL_BACK_MIN: usize = 1 << 20;
+
+/// Whether a block shrunk to `new_len` bytes of its `old_len`-byte mapping
+/// gives the tail back: when the block is at most a quarter of the mapping,
+/// or at most half and the tail at least [`TAIL_BACK_MIN`]. A smaller tail
+/// stays, as the room in a mapping reused from the cache does (up to four
+/// times the block): unmapped, it would leave the freed mapping too short
+/// for the size it was made for. (A program that builds a 320 KiB table and
+/// a vector it shrinks to half, as `regex` does for each pattern, took the
+/// table's mapping for the vector, cut it, and mapped the table afresh every
+/// time: 80 page faults and three system calls a pattern.)
+fn gives_tail_back(new_len: usize, old_len: usize) -> bool {
+    let tail = old_len - new_len;
+    new_len.saturating_mul(4) <= old_len || (new_len <= tail && tail >= TAIL_BACK_MIN)
+}
+
 /// Resizes in place or by moving the mapping (no copy); null when neither
 /// works, leaving the block as it was.
 ///
@@ -220,8 +238,7 @@ pub unsafe fn realloc(b: *mut LargeBlock, new_size: usize, mode: ChargeMode) -> 
         if body < charged {
             GroupNode::uncharge(node, charged - body, false);
             (*b).charged = body;
-            if new_len * 2 <= old_len {
-                // Much smaller: give the tail back.
+            if gives_tail_back(new_len, old_len) {
                 os::unmap(hdr.add(new_len), old_len - new_len);
                 (*b).map_len = new_len;
                 note_mapping(new_len as isize - old_len as isize);
@@ -266,5 +283,26 @@ pub unsafe fn realloc(b: *mut LargeBlock, new_size: usize, mode: ChargeMode) -> 
         (*nb).charged = body;
         note_mapping(new_len as isize - old_len as isize);
         nb.cast::<u8>().add(offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{gives_tail_back, TAIL_BACK_MIN};
+
+    const KIB: usize = 1 << 10;
+
+    #[test]
+    fn a_small_tail_stays_a_quarter_or_a_large_one_goes() {
+        // Half of a 320 KiB mapping: the tail is small, it stays.
+        assert!(!gives_tail_back(160 * KIB, 320 * KIB));
+        // A quarter or less: it goes, whatever its size.
+        assert!(gives_tail_back(80 * KIB, 320 * KIB));
+        assert!(!gives_tail_back(84 * KIB, 320 * KIB));
+        // Half or less with a tail of at least 1 MiB: it goes.
+        assert!(gives_tail_back(TAIL_BACK_MIN, 2 * TAIL_BACK_MIN));
+        assert!(!gives_tail_back(TAIL_BACK_MIN + 4 * KIB, 2 * TAIL_BACK_MIN));
+        // Barely smaller: it stays.
+        assert!(!gives_tail_back(316 * KIB, 320 * KIB));
     }
 }

@@ -6,7 +6,8 @@
 //! pages packed into the low bits, so a scan reads nothing but the slots; a
 //! slot is taken with a compare-and-swap before its mapping is touched.
 //! Mappings wait at most [`HOLD_MS`] (checked as blocks come and go) and
-//! `purge` unmaps them all. Lock-free throughout.
+//! `purge` unmaps them all; when every slot is taken, a newly freed mapping
+//! replaces the one kept longest. Lock-free throughout.
 
 use crate::counters;
 use crate::layout::{SEGMENT_SHIFT, SEGMENT_SIZE};
@@ -63,8 +64,63 @@ pub unsafe fn put(hdr: *mut u8, len: usize) -> bool {
             return true;
         }
     }
+    // Every slot is taken: the mapping kept longest makes room. A program's
+    // recent sizes are the likeliest to be asked for again; without this,
+    // slots filled with sizes no request fits (blocks shrunk or grown before
+    // they were freed) and every later large block was mapped anew until
+    // they aged out.
+    if replace_oldest(pack(hdr, len), now) {
+        counters::note_active(-(len as isize));
+        sweep(now);
+        return true;
+    }
     KEPT.fetch_sub(len, Ordering::Relaxed);
     false
+}
+
+/// Puts `packed` in the slot whose mapping has waited longest, unmapping
+/// that one; false when the slots changed under the scan.
+fn replace_oldest(packed: usize, now: u64) -> bool {
+    let mut oldest = None;
+    let mut oldest_at = u64::MAX;
+    for (i, s) in SLOT.iter().enumerate() {
+        let at = KEPT_AT[i].load(Ordering::Relaxed);
+        if s.load(Ordering::Relaxed) != 0 && at < oldest_at {
+            oldest = Some(i);
+            oldest_at = at;
+        }
+    }
+    let Some(i) = oldest else {
+        return false;
+    };
+    let v = SLOT[i].load(Ordering::Relaxed);
+    if v == 0
+        || SLOT[i]
+            .compare_exchange(v, packed, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+    {
+        return false;
+    }
+    KEPT_AT[i].store(now, Ordering::Relaxed);
+    // SAFETY: the swap took the slot's mapping, whose only reference it held.
+    unsafe { release(v) };
+    true
+}
+
+/// Unmaps a mapping taken out of a slot.
+///
+/// # Safety
+/// `v` was a slot's value, taken out of it by the caller: nothing else
+/// refers to its mapping.
+unsafe fn release(v: usize) {
+    let (hdr, len) = unpack(v);
+    KEPT.fetch_sub(len, Ordering::Relaxed);
+    #[cfg(feature = "checks")]
+    crate::ownership::set(hdr as usize, false);
+    // SAFETY: the caller's contract.
+    unsafe { os::unmap(hdr, len) };
+    counters::note_mapped(-(len as isize));
+    counters::note_resident(-(len as isize));
 }
 
 /// Takes the best-fitting kept mapping of `len` to `4 * len` bytes and
@@ -124,14 +180,9 @@ fn release_older_than(older_than: u64) {
         if s.compare_exchange(v, 0, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            let (hdr, len) = unpack(v);
-            KEPT.fetch_sub(len, Ordering::Relaxed);
-            #[cfg(feature = "checks")]
-            crate::ownership::set(hdr as usize, false);
-            // SAFETY: the slot held the only reference to this mapping.
-            unsafe { os::unmap(hdr, len) };
-            counters::note_mapped(-(len as isize));
-            counters::note_resident(-(len as isize));
+            // SAFETY: the swap took the slot's mapping, whose only reference
+            // it held.
+            unsafe { release(v) };
         }
     }
 }
