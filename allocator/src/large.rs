@@ -27,7 +27,8 @@ pub struct LargeBlock {
     /// The group charged for the block (holds a reference).
     pub node: *mut GroupNode,
     /// Bytes charged: the block's page-rounded size (the mapping may be
-    /// larger when it was reused from the cache, leaving room to grow).
+    /// larger: reused from the cache, or kept whole when the block shrank;
+    /// the room lets it grow again in place).
     pub charged: usize,
 }
 
