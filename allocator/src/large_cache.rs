@@ -53,28 +53,32 @@ pub unsafe fn put(hdr: *mut u8, len: usize) -> bool {
         return false;
     }
     let now = os::now_ms();
-    for (i, s) in SLOT.iter().enumerate() {
-        if s.load(Ordering::Relaxed) == 0
-            && s.compare_exchange(0, pack(hdr, len), Ordering::Release, Ordering::Relaxed)
-                .is_ok()
-        {
-            KEPT_AT[i].store(now, Ordering::Relaxed);
-            counters::note_active(-(len as isize));
-            sweep(now);
-            return true;
-        }
-    }
-    // Every slot is taken: the mapping kept longest makes room. A program's
-    // recent sizes are the likeliest to be asked for again; without this,
-    // slots filled with sizes no request fits (blocks shrunk or grown before
-    // they were freed) and every later large block was mapped anew until
-    // they aged out.
-    if replace_oldest(pack(hdr, len), now) {
+    let packed = pack(hdr, len);
+    // With every slot taken, the mapping kept longest makes room. A
+    // program's recent sizes are the likeliest to be asked for again;
+    // without this, slots filled with sizes no request fits (blocks shrunk
+    // or grown before they were freed) and every later large block was
+    // mapped anew until they aged out.
+    if put_in_empty_slot(packed, now) || replace_oldest(packed, now) {
         counters::note_active(-(len as isize));
         sweep(now);
         return true;
     }
     KEPT.fetch_sub(len, Ordering::Relaxed);
+    false
+}
+
+/// Puts `packed` in a free slot; false when there is none.
+fn put_in_empty_slot(packed: usize, now: u64) -> bool {
+    for (i, s) in SLOT.iter().enumerate() {
+        if s.load(Ordering::Relaxed) == 0
+            && s.compare_exchange(0, packed, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+        {
+            KEPT_AT[i].store(now, Ordering::Relaxed);
+            return true;
+        }
+    }
     false
 }
 
