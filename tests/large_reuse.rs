@@ -5,8 +5,12 @@
 //!   tail), so the freed mapping still serves the size it was made for.
 //!
 //! Both are what `regex` does building each pattern: a 320 KiB table made
-//! and dropped, a vector grown and shrunk to half. The tests are serialised:
-//! the cache of kept mappings is the process's.
+//! and dropped, a vector grown and shrunk to half.
+//! - Freed mappings past a few MiB keep the mapping but not their pages, so
+//!   a table grown by doubling does not leave its old copies resident; a
+//!   zeroed block made from such a mapping still reads as zeros.
+//!
+//! The tests are serialised: the cache of kept mappings is the process's.
 
 use std::alloc::{GlobalAlloc, Layout};
 
@@ -104,4 +108,66 @@ fn a_block_shrunk_to_half_leaves_its_mapping_reusable() {
     // Reused whole, the table's 80 pages are resident already; mapped
     // afresh each round, they fault in again (1,600 faults in 20 rounds).
     assert!(faults < 400, "{faults} page faults in 20 rounds");
+}
+
+/// Resident bytes of the process (`/proc/self/statm`).
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("statm reads");
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("statm has a resident field");
+    pages * 4096
+}
+
+#[test]
+fn freed_tables_keep_their_mappings_but_not_all_their_pages() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let table = layout(2 * MIB);
+    let blocks: Vec<*mut u8> = (0..8)
+        .map(|k| {
+            // SAFETY: a non-zero size.
+            let p = unsafe { GLOBAL.alloc(table) };
+            assert!(!p.is_null());
+            // SAFETY: the block is ours and 2 MiB long.
+            unsafe { p.write_bytes(0xA0 + k as u8, table.size()) };
+            p
+        })
+        .collect();
+    let (rss, mapped) = (resident_bytes(), memcg::alloc_stats().mapped);
+    for &p in &blocks {
+        // SAFETY: allocated above with `table`, freed once.
+        unsafe { GLOBAL.dealloc(p, table) };
+    }
+    let rss_fell = rss.saturating_sub(resident_bytes());
+    let mapped_fell = mapped.saturating_sub(memcg::alloc_stats().mapped);
+    // 16 MiB freed: at most 4 MiB of kept mappings stay resident, so at
+    // least 12 MiB of pages go (less what the test's own threads touch);
+    // every mapping stays (the cache takes up to 32 of them).
+    assert!(
+        rss_fell >= 11 * MIB,
+        "resident memory fell by {} KiB when 16 MiB of tables were freed",
+        rss_fell / KIB
+    );
+    assert!(
+        mapped_fell < 2 * MIB,
+        "mapped memory fell by {} KiB: the freed tables' mappings were not kept",
+        mapped_fell / KIB
+    );
+    // Made again zeroed, from the kept mappings (cold or not), they read
+    // as zeros.
+    for _ in 0..8 {
+        // SAFETY: a non-zero size.
+        let p = unsafe { GLOBAL.alloc_zeroed(table) };
+        assert!(!p.is_null());
+        // SAFETY: the block is ours and 2 MiB long.
+        let bytes = unsafe { std::slice::from_raw_parts(p, table.size()) };
+        assert!(
+            bytes.iter().all(|&b| b == 0),
+            "a zeroed block holds old bytes"
+        );
+        // SAFETY: allocated above with `table`, freed once.
+        unsafe { GLOBAL.dealloc(p, table) };
+    }
 }

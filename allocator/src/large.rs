@@ -90,8 +90,8 @@ fn map_block(body: usize, align: usize, zero: bool) -> *mut u8 {
         let Some(len) = body.checked_add(offset) else {
             return null_mut();
         };
-        let (reused, have) = large_cache::take(len);
-        if !reused.is_null() {
+        if let Some(t) = large_cache::take(len) {
+            let (reused, have) = (t.hdr, t.len);
             let b = reused.cast::<LargeBlock>();
             // SAFETY: a kept mapping is ours alone once taken; its header
             // page is mapped.
@@ -100,7 +100,7 @@ fn map_block(body: usize, align: usize, zero: bool) -> *mut u8 {
                 (*b).map_len = have;
                 (*b).offset = offset;
                 (*b).align = align;
-                if zero {
+                if zero && !t.zeroed {
                     core::ptr::write_bytes(reused.add(offset), 0, body);
                 }
                 return reused.add(offset);

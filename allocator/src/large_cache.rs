@@ -7,7 +7,11 @@
 //! slot is taken with a compare-and-swap before its mapping is touched.
 //! Mappings wait at most [`HOLD_MS`] (checked as blocks come and go) and
 //! `purge` unmaps them all; when every slot is taken, a newly freed mapping
-//! replaces the one kept longest. Lock-free throughout.
+//! replaces the one kept longest. At most [`RESIDENT_MAX`] bytes of kept
+//! mappings keep their pages: past that, a mapping is kept *cold*, its pages
+//! given back and only the mapping saved, so that a program which grows a
+//! table by doubling does not hold every old table resident while its slabs
+//! fault in fresh pages. Lock-free throughout.
 
 use crate::counters;
 use crate::layout::{SEGMENT_SHIFT, SEGMENT_SIZE};
@@ -23,20 +27,110 @@ const MAX_TOTAL: usize = 128 << 20;
 /// than the slab purge delay, since a mapping costs three system calls to
 /// make and one to drop, and a large block's pages fault in anew.
 pub const HOLD_MS: u64 = 1000;
-const LEN_MASK: usize = (1 << SEGMENT_SHIFT) - 1;
+/// Most bytes of kept mappings left resident: about one table a program
+/// builds and frees over and over (`regex` builds 320 KiB ones), several
+/// times over.
+const RESIDENT_MAX: usize = 4 << 20;
+/// In a slot's value: the mapping's pages past its header were given back.
+const COLD: usize = 1 << (SEGMENT_SHIFT - 1);
+/// In a slot's value: the mapping's length in pages.
+const LEN_MASK: usize = COLD - 1;
+const _: () = assert!(MAX_KEPT / PAGE_SIZE <= LEN_MASK);
 
 static SLOT: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
 static KEPT: AtomicUsize = AtomicUsize::new(0);
+/// Bytes of kept mappings that are not cold.
+static KEPT_RESIDENT: AtomicUsize = AtomicUsize::new(0);
 static NEXT_SWEEP: AtomicU64 = AtomicU64::new(0);
 /// When each slot's mapping was put there (ms).
 static KEPT_AT: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
 
-fn pack(hdr: *mut u8, len: usize) -> usize {
-    hdr as usize | (len / PAGE_SIZE)
+fn pack(hdr: *mut u8, len: usize, cold: bool) -> usize {
+    hdr as usize | (len / PAGE_SIZE) | if cold { COLD } else { 0 }
 }
 
 fn unpack(v: usize) -> (*mut u8, usize) {
-    ((v & !LEN_MASK) as *mut u8, (v & LEN_MASK) * PAGE_SIZE)
+    (
+        (v & !(COLD | LEN_MASK)) as *mut u8,
+        (v & LEN_MASK) * PAGE_SIZE,
+    )
+}
+
+fn is_cold(v: usize) -> bool {
+    v & COLD != 0
+}
+
+/// Bytes of a mapping kept cold that stay resident: its header page.
+const COLD_RESIDENT: usize = PAGE_SIZE;
+
+/// Whether a mapping of `len` bytes put in the cache now keeps its pages
+/// (counted in, and counted out again by [`forget_resident`]): yes if it
+/// fits in [`RESIDENT_MAX`], the kept mappings longest resident turning
+/// cold to make room, since the newest is the likeliest to be asked for.
+fn keep_resident(len: usize) -> bool {
+    if len > RESIDENT_MAX {
+        return false;
+    }
+    for _ in 0..SLOTS {
+        if KEPT_RESIDENT.fetch_add(len, Ordering::Relaxed) + len <= RESIDENT_MAX {
+            return true;
+        }
+        KEPT_RESIDENT.fetch_sub(len, Ordering::Relaxed);
+        if !cool_oldest() {
+            break;
+        }
+    }
+    false
+}
+
+/// Gives back the pages of the kept mapping resident longest, keeping the
+/// mapping; false when none is resident.
+fn cool_oldest() -> bool {
+    let mut oldest = None;
+    let mut oldest_at = u64::MAX;
+    for (i, s) in SLOT.iter().enumerate() {
+        let v = s.load(Ordering::Relaxed);
+        let at = KEPT_AT[i].load(Ordering::Relaxed);
+        if v != 0 && !is_cold(v) && at < oldest_at {
+            oldest = Some((i, v));
+            oldest_at = at;
+        }
+    }
+    let Some((i, v)) = oldest else {
+        return false;
+    };
+    // Out of its slot while its pages go, so no thread takes it meanwhile.
+    if SLOT[i]
+        .compare_exchange(v, 0, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        // Taken or replaced under the scan: the count moved; look again.
+        return true;
+    }
+    forget_resident(v);
+    let (hdr, len) = unpack(v);
+    // SAFETY: the swap took the mapping, whose only reference the slot
+    // held; it holds no live block.
+    unsafe { os::decommit(hdr.add(COLD_RESIDENT), len - COLD_RESIDENT) };
+    counters::note_resident(-((len - COLD_RESIDENT) as isize));
+    let cold = pack(hdr, len, true);
+    if SLOT[i]
+        .compare_exchange(0, cold, Ordering::Release, Ordering::Relaxed)
+        .is_err()
+    {
+        // The slot was filled meanwhile: the mapping goes.
+        // SAFETY: `cold` is ours alone, out of every slot.
+        unsafe { release(cold) };
+    }
+    true
+}
+
+/// A kept mapping (slot value `v`) leaves the cache: out of the resident
+/// count unless it was cold.
+fn forget_resident(v: usize) {
+    if !is_cold(v) {
+        KEPT_RESIDENT.fetch_sub(unpack(v).1, Ordering::Relaxed);
+    }
 }
 
 /// Offers a freed mapping (segment-aligned, `len` bytes, no live block);
@@ -53,7 +147,15 @@ pub unsafe fn put(hdr: *mut u8, len: usize) -> bool {
         return false;
     }
     let now = os::now_ms();
-    let packed = pack(hdr, len);
+    let cold = !keep_resident(len);
+    if cold {
+        // SAFETY: the caller gives the mapping away with no live block;
+        // its header page stays (the slot's value does not need it, but
+        // the block made from it next writes it).
+        unsafe { os::decommit(hdr.add(COLD_RESIDENT), len - COLD_RESIDENT) };
+        counters::note_resident(-((len - COLD_RESIDENT) as isize));
+    }
+    let packed = pack(hdr, len, cold);
     // With every slot taken, the mapping kept longest makes room. A
     // program's recent sizes are the likeliest to be asked for again;
     // without this, slots filled with sizes no request fits (blocks shrunk
@@ -65,6 +167,11 @@ pub unsafe fn put(hdr: *mut u8, len: usize) -> bool {
         return true;
     }
     KEPT.fetch_sub(len, Ordering::Relaxed);
+    forget_resident(packed);
+    if cold {
+        // The caller unmaps the whole mapping and counts it all out.
+        counters::note_resident((len - COLD_RESIDENT) as isize);
+    }
     false
 }
 
@@ -119,19 +226,32 @@ fn replace_oldest(packed: usize, now: u64) -> bool {
 unsafe fn release(v: usize) {
     let (hdr, len) = unpack(v);
     KEPT.fetch_sub(len, Ordering::Relaxed);
+    forget_resident(v);
+    let resident = if is_cold(v) { COLD_RESIDENT } else { len };
     #[cfg(feature = "checks")]
     crate::ownership::set(hdr as usize, false);
     // SAFETY: the caller's contract.
     unsafe { os::unmap(hdr, len) };
     counters::note_mapped(-(len as isize));
-    counters::note_resident(-(len as isize));
+    counters::note_resident(-(resident as isize));
 }
 
-/// Takes the best-fitting kept mapping of `len` to `4 * len` bytes and
-/// returns it with its length, or null. Its contents are whatever its last
-/// block left; the room past `len` lets the block grow in place.
-pub fn take(len: usize) -> (*mut u8, usize) {
-    let none = (core::ptr::null_mut(), 0);
+/// A mapping taken from the cache.
+pub struct Taken {
+    /// Its header address.
+    pub hdr: *mut u8,
+    /// Its length in bytes.
+    pub len: usize,
+    /// Its pages past the header page read as zeros (it was kept cold).
+    pub zeroed: bool,
+}
+
+/// Takes the best-fitting kept mapping of `len` to `4 * len` bytes, if
+/// any. Its contents are whatever its last block left (zeros past the
+/// header page if it was kept cold); the room past `len` lets the block
+/// grow in place.
+pub fn take(len: usize) -> Option<Taken> {
+    let none = None;
     if len > MAX_KEPT || KEPT.load(Ordering::Relaxed) == 0 {
         return none;
     }
@@ -158,8 +278,17 @@ pub fn take(len: usize) -> (*mut u8, usize) {
                 .is_ok()
         {
             KEPT.fetch_sub(best_len, Ordering::Relaxed);
+            forget_resident(best);
             counters::note_active(best_len as isize);
-            return (unpack(best).0, best_len);
+            if is_cold(best) {
+                // Its pages fault in again as the block is used.
+                counters::note_resident((best_len - COLD_RESIDENT) as isize);
+            }
+            return Some(Taken {
+                hdr: unpack(best).0,
+                len: best_len,
+                zeroed: is_cold(best),
+            });
         }
     }
     none
