@@ -257,14 +257,27 @@ pub fn span_align(class: usize) -> usize {
 /// Most slices a slab spans.
 const MAX_SLAB_SLICES: usize = 32;
 
+/// The first slab of a class above this block size has room for 2 blocks,
+/// not 8, the next for 4, then 8: a vector grown by doubling passes through
+/// each class once, and a slab of 8 such blocks (80 KiB to 1 MiB) holding
+/// its one live block kept most of it resident, as the class's allocation
+/// head, for nothing; a class in demand soon gets its 8.
+const FEW_BLOCKS_ABOVE: usize = 8 * 1024;
+
 /// How many slices the next slab of `class` spans when its cache already
 /// holds `live` slabs of it: small first (one slice for small blocks), then
 /// doubling while demand lasts, so a group that allocates little wastes
 /// little and a busy one gets fewer, larger slabs. Always room for 8 blocks
-/// (4 for the largest classes).
+/// (for blocks above [`FEW_BLOCKS_ABOVE`] bytes: 2, 4, then 8; fewer for the
+/// largest classes, whose slabs stop at [`MAX_SLAB_SLICES`]).
 pub fn slices_for(class: usize, live: u32) -> usize {
     let size = class_size(class);
-    let min_for_blocks = (size * 8).div_ceil(SLICE_SIZE);
+    let blocks = if size > FEW_BLOCKS_ABOVE {
+        2 << live.min(2)
+    } else {
+        8
+    };
+    let min_for_blocks = (size * blocks).div_ceil(SLICE_SIZE);
     let growth = 1usize << live.min(ALIGNED_SLICES.trailing_zeros());
     growth.max(min_for_blocks).min(MAX_SLAB_SLICES)
 }
@@ -600,6 +613,39 @@ pub unsafe fn check_free(s: *mut Slab, b: *mut Block) {
                 crate::os::fatal("memcg: double free detected (block already free)\n");
             }
             p = next_of(s, p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{slices_for, FEW_BLOCKS_ABOVE};
+    use crate::layout::SLICE_SIZE;
+    use crate::size_class::{class_of, class_size};
+
+    fn blocks(size: usize, live: u32) -> usize {
+        slices_for(class_of(size), live) * SLICE_SIZE / class_size(class_of(size))
+    }
+
+    #[test]
+    fn large_classes_start_with_two_blocks_and_grow_to_eight() {
+        for size in [10 << 10, 16 << 10, 32 << 10, 64 << 10] {
+            assert!(size > FEW_BLOCKS_ABOVE);
+            // Room for at least 2, 4, 8 (slices round it up), never 8 at once.
+            let (first, second, third) = (blocks(size, 0), blocks(size, 1), blocks(size, 2));
+            assert!((2..4).contains(&first), "{size} B, first slab: {first}");
+            assert!((4..8).contains(&second), "{size} B, second slab: {second}");
+            assert!((8..12).contains(&third), "{size} B, third slab: {third}");
+            assert_eq!(blocks(size, 9), third, "{size} B, tenth slab");
+        }
+        // The largest classes stop at the slab size limit: 4 of 128 KiB.
+        assert_eq!(blocks(128 << 10, 9), 4);
+    }
+
+    #[test]
+    fn smaller_classes_always_have_room_for_eight() {
+        for size in [16, 512, 2048, 4096, 8192] {
+            assert!(blocks(size, 0) >= 8, "{size} B");
         }
     }
 }
