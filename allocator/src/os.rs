@@ -87,11 +87,19 @@ pub unsafe fn unmap(p: *mut u8, size: usize) {
 /// # Safety
 /// The range must be page-aligned, ours and hold no live object.
 pub unsafe fn decommit(p: *mut u8, size: usize) {
+    #[cfg(test)]
+    DECOMMIT_CALLS.with(|c| c.set(c.get() + 1));
     // SAFETY: the caller guarantees the range is ours and unused;
     // MADV_DONTNEED on a private anonymous mapping zero-fills on next touch.
     unsafe {
         libc::madvise(p.cast(), size, libc::MADV_DONTNEED);
     }
+}
+
+#[cfg(test)]
+std::thread_local! {
+    /// Calls to [`decommit`] made by this thread (tests count system calls).
+    pub static DECOMMIT_CALLS: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
 }
 
 /// Grows or shrinks a mapping in place; `false` when it cannot.
