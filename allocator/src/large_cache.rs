@@ -251,9 +251,8 @@ pub struct Taken {
 /// header page if it was kept cold); the room past `len` lets the block
 /// grow in place.
 pub fn take(len: usize) -> Option<Taken> {
-    let none = None;
     if len > MAX_KEPT || KEPT.load(Ordering::Relaxed) == 0 {
-        return none;
+        return None;
     }
     // Best fit among the slots, then take it if it is still there.
     let mut best = 0usize;
@@ -270,7 +269,7 @@ pub fn take(len: usize) -> Option<Taken> {
         }
     }
     if best == 0 {
-        return none;
+        return None;
     }
     for s in SLOT.iter() {
         if s.load(Ordering::Relaxed) == best
@@ -291,7 +290,7 @@ pub fn take(len: usize) -> Option<Taken> {
             });
         }
     }
-    none
+    None
 }
 
 /// Unmaps kept mappings older than [`HOLD_MS`], at most a few times per
