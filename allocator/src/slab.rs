@@ -259,7 +259,7 @@ const MAX_SLAB_SLICES: usize = 32;
 
 /// The first slab of a class above this block size has room for 2 blocks,
 /// not 8, the next for 4, then 8: a vector grown by doubling passes through
-/// each class once, and a slab of 8 such blocks (80 KiB to 1 MiB) holding
+/// each class once, and a slab of 8 such blocks (80 KiB to 512 KiB) holding
 /// its one live block kept most of it resident, as the class's allocation
 /// head, for nothing; a class in demand soon gets its 8.
 const FEW_BLOCKS_ABOVE: usize = 8 * 1024;
