@@ -111,8 +111,7 @@ fn cool_oldest() -> bool {
     let (hdr, len) = unpack(v);
     // SAFETY: the swap took the mapping, whose only reference the slot
     // held; it holds no live block.
-    unsafe { os::decommit(hdr.add(COLD_RESIDENT), len - COLD_RESIDENT) };
-    counters::note_resident(-((len - COLD_RESIDENT) as isize));
+    unsafe { give_back_pages(hdr, len) };
     let cold = pack(hdr, len, true);
     if SLOT[i]
         .compare_exchange(0, cold, Ordering::Release, Ordering::Relaxed)
@@ -123,6 +122,17 @@ fn cool_oldest() -> bool {
         unsafe { release(cold) };
     }
     true
+}
+
+/// Makes a kept mapping cold: its pages past the header page go back (the
+/// header stays: the block made from the mapping next writes it).
+///
+/// # Safety
+/// The mapping (`hdr`, `len` bytes) is the caller's and holds no live block.
+unsafe fn give_back_pages(hdr: *mut u8, len: usize) {
+    // SAFETY: the caller's contract; the range lies inside the mapping.
+    unsafe { os::decommit(hdr.add(COLD_RESIDENT), len - COLD_RESIDENT) };
+    counters::note_resident(-((len - COLD_RESIDENT) as isize));
 }
 
 /// A kept mapping (slot value `v`) leaves the cache: out of the resident
@@ -149,11 +159,8 @@ pub unsafe fn put(hdr: *mut u8, len: usize) -> bool {
     let now = os::now_ms();
     let cold = !keep_resident(len);
     if cold {
-        // SAFETY: the caller gives the mapping away with no live block;
-        // its header page stays (the slot's value does not need it, but
-        // the block made from it next writes it).
-        unsafe { os::decommit(hdr.add(COLD_RESIDENT), len - COLD_RESIDENT) };
-        counters::note_resident(-((len - COLD_RESIDENT) as isize));
+        // SAFETY: the caller gives the mapping away with no live block.
+        unsafe { give_back_pages(hdr, len) };
     }
     let packed = pack(hdr, len, cold);
     // With every slot taken, the mapping kept longest makes room. A
