@@ -134,9 +134,30 @@ pub unsafe fn alloc_zeroed(cache: *mut Cache, class: usize) -> *mut u8 {
 /// As for [`alloc_small`].
 #[inline(never)]
 unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
-    // SAFETY: owner-only access to the thread's heap, cache and slabs.
+    // SAFETY: owner-only access to the thread's heap and magazines; the
+    // placeholder's magazines are null.
     unsafe {
         let heap = heap::current();
+        // Blocks other threads freed come back first (see `magazine`): in a
+        // producer/consumer pair that is every allocation of the producer,
+        // so this comes before the rest of the slow path and its frame.
+        let b = magazine::take((*heap).magazines, &raw mut (*heap).root, cache, class, true);
+        if !b.is_null() {
+            return (b, false);
+        }
+        alloc_refill(heap, cache, class)
+    }
+}
+
+/// The slow path past the magazines: see [`alloc_slow`].
+///
+/// # Safety
+/// As for [`alloc_small`]; `heap` is the calling thread's heap (or the
+/// placeholder).
+#[inline(never)]
+unsafe fn alloc_refill(heap: *mut heap::Heap, cache: *mut Cache, class: usize) -> (*mut u8, bool) {
+    // SAFETY: owner-only access to the thread's heap, cache and slabs.
+    unsafe {
         if heap::is_placeholder(heap) {
             // The placeholder: this thread's first allocation (and maybe
             // the process's: the environment's settings come first).
@@ -146,11 +167,6 @@ unsafe fn alloc_slow(cache: *mut Cache, class: usize) -> (*mut u8, bool) {
                 return (null_mut(), false);
             }
             return alloc_slow((*h).current, class);
-        }
-        // Blocks other threads freed come back first (see `magazine`).
-        let b = magazine::take((*heap).magazines, &raw mut (*heap).root, cache, class, true);
-        if !b.is_null() {
-            return (b, false);
         }
         // A group that allocates this much from the shared slabs in one
         // stretch on this thread gets slabs of its own here: its objects

@@ -632,6 +632,7 @@ pub unsafe fn send_outbox(h: *mut Heap) {
 /// # Safety
 /// `b` is a live block of `seg`, which `h` does not own; its group has been
 /// credited.
+#[inline(always)]
 pub unsafe fn free_remote(h: *mut Heap, seg: *mut Segment, b: *mut crate::layout::Block) {
     // SAFETY: the outbox is the calling thread's; the placeholder has none,
     // so its frees go one block at a time.
@@ -640,13 +641,7 @@ pub unsafe fn free_remote(h: *mut Heap, seg: *mut Segment, b: *mut crate::layout
             raise_pending(remote::send_one(seg, b));
             return;
         }
-        let [a, c] = remote::add(&raw mut (*h).outbox, seg, b);
-        if a != 0 {
-            raise_pending(a);
-        }
-        if c != 0 {
-            raise_pending(c);
-        }
+        remote::add(&raw mut (*h).outbox, seg, b, raise_pending);
     }
 }
 
@@ -654,6 +649,7 @@ pub unsafe fn free_remote(h: *mut Heap, seg: *mut Segment, b: *mut crate::layout
 /// held when a chain was pushed. The heap may have exited since and its
 /// record been reused: a record is never unmapped, so the store is safe,
 /// and a stray flag costs its heap one walk of its segments.
+#[inline(never)]
 fn raise_pending(to: remote::SentTo) {
     if to == 0 || to == ABANDONED {
         return;

@@ -110,22 +110,21 @@ impl Outbox {
 pub type SentTo = usize;
 
 /// Adds `b`, a live block of `seg` freed by the calling thread, to the
-/// outbox; returns the owner word of each segment whose batch it sent (at
-/// most two: a displaced batch and a full one), 0 for none.
+/// outbox; calls `sent` with the owner word of each segment whose batch it
+/// sent (a displaced batch, a full one).
 ///
 /// # Safety
 /// `o` is the calling thread's outbox; `b` is a live block of `seg`, which
 /// another heap owns (or no heap: abandoned).
-#[inline]
-pub unsafe fn add(o: *mut Outbox, seg: *mut Segment, b: *mut Block) -> [SentTo; 2] {
-    let mut sent = [0; 2];
+#[inline(always)]
+pub unsafe fn add(o: *mut Outbox, seg: *mut Segment, b: *mut Block, mut sent: impl FnMut(SentTo)) {
     // SAFETY: the outbox and its batches are the caller's; `b` is a live
     // block the caller gives up, so its first word is ours to write.
     unsafe {
         let i = (seg as usize >> SEGMENT_SHIFT) % SLOTS;
         if (*o).seg[i] != seg {
             if (*o).used & (1 << i) != 0 {
-                sent[0] = send(o, i);
+                sent(send(o, i));
             }
             (*o).seg[i] = seg;
         }
@@ -136,7 +135,7 @@ pub unsafe fn add(o: *mut Outbox, seg: *mut Segment, b: *mut Block) -> [SentTo; 
                 crate::hint::cold_path();
                 (*b).next = encode((*o).stuck);
                 (*o).stuck = b;
-                return sent;
+                return;
             }
             (*o).batch[i] = bt;
             (*o).used |= 1 << i;
@@ -150,10 +149,9 @@ pub unsafe fn add(o: *mut Outbox, seg: *mut Segment, b: *mut Block) -> [SentTo; 
         (*bt).blocks[n] = b;
         (*bt).count = n + 1;
         if n + 1 == BATCH {
-            sent[1] = send(o, i);
+            sent(send(o, i));
         }
     }
-    sent
 }
 
 /// Sends every batch of the outbox (after trying again to place the blocks
@@ -169,9 +167,7 @@ pub unsafe fn send_all(o: *mut Outbox, mut sent: impl FnMut(SentTo)) {
         while !b.is_null() {
             let next = decode((*b).next);
             let seg = layout::head_of(b.cast()).cast::<Segment>();
-            for to in add(o, seg, b) {
-                sent(to);
-            }
+            add(o, seg, b, &mut sent);
             b = next;
         }
         loop {
@@ -207,6 +203,8 @@ pub unsafe fn send_one(seg: *mut Segment, b: *mut Block) -> SentTo {
 ///
 /// # Safety
 /// `o` is the calling thread's outbox and slot `i` holds a batch.
+// One `add` in `BATCH` sends: out of line, so the others keep no frame.
+#[inline(never)]
 unsafe fn send(o: *mut Outbox, i: usize) -> SentTo {
     // SAFETY: slot `i` holds a batch of live blocks of `seg[i]`.
     unsafe {
