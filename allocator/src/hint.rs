@@ -20,3 +20,26 @@ pub fn prefetch<T>(p: *const T) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
+
+/// Starts fetching the cache line at `p` for writing: the line arrives
+/// owned (other cores' copies invalidated), so a write soon after neither
+/// waits for a second trip nor holds up the next atomic operation behind
+/// it. Any address will do, as for [`prefetch`].
+#[inline(always)]
+pub fn prefetch_write<T>(p: *const T) {
+    // `_mm_prefetch` with a write hint compiles to a read prefetch unless
+    // the build targets `prfchw`, so the instruction is written out.
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetchw` is a hint: it reads nothing into a register,
+    // writes no memory and never faults, whatever the address; x86-64
+    // processors without it (CPUID PRFCHW clear) execute it as a no-op.
+    unsafe {
+        core::arch::asm!(
+            "prefetchw [{0}]",
+            in(reg) p,
+            options(nostack, readonly, preserves_flags)
+        )
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}

@@ -8,8 +8,11 @@
 //! `reuse_trace`) those writes, waited for at the owner's next atomic
 //! operation, cost a producer/consumer pair more than the rest of the free.
 //! A magazine records the address in the owner's own memory instead, as
-//! jemalloc's thread caches do; the block's lines move only when the program
-//! writes the block.
+//! jemalloc's thread caches do. The owner does ask for each stashed block's
+//! line for writing (a write prefetch, which no later instruction waits
+//! for), so a batch's lines move to its core together rather than one at a
+//! time as the program writes each block it is handed (on an AMD EPYC the
+//! first quartile of 41 `channel` runs fell 4-9% at 1, 2 and 4 threads).
 //!
 //! - `remote::collect` stashes a block of the collecting heap's root cache
 //!   (untagged, of a class up to [`MAX_BLOCK`]) while its class's magazine
@@ -110,6 +113,10 @@ pub unsafe fn stash(
                 "memcg: double free detected (block freed twice from another thread)\n",
             );
         }
+        // Its lines start moving to this core now, all of a batch at once
+        // and behind no store, instead of one at a time when the program
+        // writes each block it is handed.
+        crate::hint::prefetch_write(b);
         (*m).blocks[class][n] = b;
         (*m).count[class] = n as u32 + 1;
         true
@@ -149,7 +156,7 @@ pub unsafe fn take(
         (*m).count[class] = n as u32 - 1;
         if n > 1 {
             // The next one's line, for the program's first write to it.
-            crate::hint::prefetch((*m).blocks[class][n - 2]);
+            crate::hint::prefetch_write((*m).blocks[class][n - 2]);
         }
         (*m).blocks[class][n - 1].cast()
     }
