@@ -40,6 +40,7 @@ fn apply() {
     {
         return;
     }
+    crate::hint::detect_write_prefetch();
     let s = env_settings::read(&Defaults {
         purge_delay_ms: heap::purge_delay_ms(),
         reserve_batch: cache::reserve_batch(),
