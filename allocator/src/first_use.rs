@@ -1,5 +1,7 @@
 //! The process's first use of the allocator: the settings from the
-//! environment (`env_settings`) are read and applied, exactly once.
+//! environment (`env_settings`) are read and applied, and the processor
+//! asked for what the cache hints use (`hint::detect_write_prefetch`),
+//! exactly once.
 //!
 //! [`ensure`] runs on the slow path that makes a thread's first heap, and
 //! before the tunables are read or set through the API (so a value set in

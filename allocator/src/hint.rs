@@ -73,7 +73,7 @@ mod tests {
     use super::*;
 
     #[test]
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     fn write_prefetch_is_used_where_the_processor_reports_it() {
         detect_write_prefetch();
         // Linux names the CPUID bit `3dnowprefetch` in the flags.
